@@ -1,0 +1,550 @@
+"""Pulling: resolve a reference to one image, fetch its blobs, write the archive.
+
+This is the small piece that joins the source (:mod:`dgetkit.registry`) to the
+sink (:mod:`dgetkit.archive`). Layers are fetched in parallel threads; each
+byte is read from the socket once, hashed, decompressed, hashed again and
+written to the cache, and the archive is assembled from the cache.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import codec
+from .archive import (
+    ArchiveImage,
+    ArchiveLayer,
+    check_output,
+    default_name,
+    is_gzip_name,
+    write_archive,
+)
+from .blobs import CHUNK_SIZE, BlobStream, Cancelled, RestartBlob
+from .cache import Cache
+from .digest import Digest, Verifier
+from .errors import (
+    DgetkitError,
+    DigestMismatch,
+    IntegrityError,
+    InvalidOption,
+    PlatformNotFound,
+)
+from .manifest import (
+    ImageConfig,
+    ImageManifest,
+    Index,
+    check_config_media_type,
+    parse_manifest,
+)
+from .platform import Platform, choose
+from .progress import Progress
+from .reference import Reference
+from .registry import Options, client_for
+
+#: Layers fetched at once: enough to hide network waits, few enough for 2 cores.
+DEFAULT_JOBS = 4
+_MAX_INDEX_DEPTH = 2
+
+
+@dataclass
+class Image:
+    """A reference resolved to one platform's manifest and config."""
+
+    reference: Reference
+    manifest: ImageManifest
+    config: ImageConfig
+    platform: Platform
+    index: Index | None = None
+    client: object = field(default=None, repr=False)
+
+    @property
+    def digest(self) -> Digest:
+        """The digest of the platform's image manifest."""
+        return self.manifest.digest
+
+    @property
+    def size(self) -> int:
+        """Compressed size of the layers, as the registry stores them."""
+        return sum(d.size for d in self.manifest.layers)
+
+
+def resolve(
+    reference: str | Reference,
+    *,
+    platform: str | Platform | None = None,
+    options: Options | None = None,
+) -> Image:
+    """Fetch the manifest (choosing a platform from an index) and the config.
+
+    Parameters
+    ----------
+    reference : str or Reference
+        ``alpine:3.20``, ``ghcr.io/org/app@sha256:...``; see :mod:`dgetkit.reference`.
+    platform : str or Platform, optional
+        ``os/arch[/variant]``; default linux on this machine's architecture.
+    options : Options, optional
+        Credentials, TLS and mirrors.
+    """
+    ref = reference if isinstance(reference, Reference) else Reference.parse(reference)
+    wanted = _platform(platform)
+    client = client_for(ref.registry, options)
+    parsed = _fetch_manifest(client, ref.repository, ref.identifier)
+    index = None
+    for _ in range(_MAX_INDEX_DEPTH):
+        if not isinstance(parsed, Index):
+            break
+        index = parsed
+        chosen = select(index, wanted or Platform.host(), ref)
+        parsed = _fetch_manifest(client, ref.repository, str(chosen.digest))
+    if isinstance(parsed, Index):
+        raise DgetkitError(f"{ref} nests indexes too deeply to choose an image")
+    check_config_media_type(parsed.config)
+    raw = client.get_blob(ref.repository, parsed.config)
+    config = ImageConfig.parse(raw, parsed.config.digest)
+    _check_consistent(ref, parsed, config)
+    found = config.platform.normalized()
+    if index is None and wanted is not None and not wanted.matches(found):
+        raise PlatformNotFound(
+            f"{ref} is a single-platform image for {found}, not {wanted}; pull it "
+            f"without --platform, or with --platform {found}",
+            wanted=wanted,
+            available=[found],
+        )
+    return Image(ref, parsed, config, found, index, client)
+
+
+def _platform(platform) -> Platform | None:
+    if platform is None or isinstance(platform, Platform):
+        return platform
+    return Platform.parse(platform)
+
+
+def _fetch_manifest(client, repository: str, identifier: str):
+    raw, content_type, digest = client.get_manifest(repository, identifier)
+    return parse_manifest(raw, content_type, digest)
+
+
+def select(index: Index, wanted: Platform, ref: Reference | str = ""):
+    """The index entry to pull for ``wanted``, or :class:`PlatformNotFound`."""
+    images = index.images
+    chosen = choose(wanted, [d.platform for d in images])
+    if chosen is None and images and all(d.platform is None for d in images):
+        chosen = 0
+    if chosen is None:
+        available = [d.platform for d in images if d.platform]
+        names = ", ".join(str(p) for p in available) or "none"
+        raise PlatformNotFound(
+            f"{ref} has no image for {wanted}; it has: {names}. "
+            "Choose one with --platform (platform=...)",
+            wanted=wanted,
+            available=available,
+        )
+    return images[chosen]
+
+
+def _check_consistent(ref, manifest: ImageManifest, config: ImageConfig) -> None:
+    if len(manifest.layers) != len(config.diff_ids):
+        raise IntegrityError(
+            f"{ref}: the manifest lists {len(manifest.layers)} layers but the config "
+            f"has {len(config.diff_ids)} diff_ids; the image is broken in the registry"
+        )
+
+
+# -- fetching layers ---------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    client: object
+    repository: str
+    descriptor: object
+    diff_id: Digest
+    decompress: bool
+
+
+def fetch_layer(job: _Job, cache: Cache, progress: Progress, cancel=None) -> Path:
+    """Bring one layer into the cache; return the file the archive should hold.
+
+    Uncompressed layers are kept by diff_id, blobs by digest. A blob whose
+    download was resumed and then fails to verify is fetched once more from
+    scratch, in case the saved part was bad.
+    """
+    for attempt in (1, 2):
+        try:
+            return _fetch_once(job, cache, progress, cancel)
+        except (RestartBlob, IntegrityError) as err:
+            cache.discard_part(job.descriptor.digest)
+            retry = isinstance(err, RestartBlob) or getattr(err, "resumed", False)
+            if attempt == 2 or not retry:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _fetch_once(job: _Job, cache: Cache, progress: Progress, cancel) -> Path:
+    digest, size = job.descriptor.digest, job.descriptor.size
+    if job.decompress and cache.has_layer(job.diff_id):
+        progress.update(size)
+        return cache.layer_path(job.diff_id)
+    if cache.has_blob(digest):
+        progress.update(size)
+        if not job.decompress:
+            return cache.blob_path(digest)
+        with open(cache.blob_path(digest), "rb") as blob:
+            buffered = io.BufferedReader(blob, CHUNK_SIZE)
+            if codec.sniff(buffered.peek(8)[:8]) != "none":
+                return _unpack(buffered, job, cache)
+        _check_plain(job)
+        return cache.link_layer(cache.blob_path(digest), job.diff_id)
+    return _download(job, cache, progress, cancel)
+
+
+def _download(job: _Job, cache: Cache, progress: Progress, cancel) -> Path:
+    digest = job.descriptor.digest
+    bar = progress.layer(f"layer {digest.hex[:12]}", job.descriptor.size)
+
+    def on_bytes(n: int) -> None:
+        progress.update(n)
+        bar.update(n)
+
+    part, _ = cache.open_part(digest)
+    try:
+        with part:
+            stream = BlobStream(
+                job.client,
+                job.repository,
+                job.descriptor,
+                part=part,
+                part_path=cache.part_path(digest),
+                on_bytes=on_bytes,
+                cancel=cancel,
+            )
+            try:
+                layer = _consume(stream, job, cache)
+            except IntegrityError as err:
+                err.resumed = stream.resumed_from > 0
+                raise
+        blob = cache.commit_part(digest)
+    finally:
+        bar.close()
+    if job.decompress and layer is None:
+        return cache.link_layer(blob, job.diff_id)
+    return layer or blob
+
+
+def _consume(stream: BlobStream, job: _Job, cache: Cache) -> Path | None:
+    """Read the whole blob; unpack it on the way when asked to."""
+    if not job.decompress:
+        stream.drain()
+        return None
+    buffered = io.BufferedReader(stream, CHUNK_SIZE)
+    if codec.sniff(buffered.peek(8)[:8]) == "none":
+        _check_plain(job)
+        _drain(buffered)
+        return None
+    return _unpack(buffered, job, cache)
+
+
+def _check_plain(job: _Job) -> None:
+    """An uncompressed layer's digest is its diff_id; anything else is corrupt."""
+    if job.descriptor.digest != job.diff_id:
+        raise DigestMismatch(
+            f"layer {job.descriptor.digest} is an uncompressed tar, so its diff_id "
+            f"must equal its digest, but the config says {job.diff_id}; the image "
+            "is broken in the registry",
+            expected=str(job.diff_id),
+            got=str(job.descriptor.digest),
+        )
+
+
+def _drain(stream) -> None:
+    while stream.read(CHUNK_SIZE):
+        pass
+
+
+def _unpack(compressed, job: _Job, cache: Cache) -> Path:
+    """Decompress ``compressed`` into the cache, checking the diff_id."""
+    kind = codec.sniff(compressed.peek(8)[:8])
+    if kind == "none":
+        raise DigestMismatch(
+            f"layer {job.descriptor.digest} is uncompressed but its digest is not "
+            f"its diff_id {job.diff_id}",
+            expected=str(job.diff_id),
+            got=str(job.descriptor.digest),
+        )
+    verifier = Verifier(job.diff_id, None, f"uncompressed layer {job.descriptor.digest}")
+    temp = cache.new_layer_file(job.diff_id)
+    try:
+        with temp, codec.decompressing(compressed, kind) as source:
+            buffer = bytearray(CHUNK_SIZE)
+            view = memoryview(buffer)
+            while n := source.readinto(buffer):
+                verifier.update(view[:n])
+                temp.write(view[:n])
+        _drain(compressed)
+        _verify_diff_id(verifier, job)
+        return cache.commit_layer(temp.name, job.diff_id)
+    except BaseException:
+        Path(temp.name).unlink(missing_ok=True)
+        raise
+
+
+def _verify_diff_id(verifier: Verifier, job: _Job) -> None:
+    got = verifier.current()
+    if got != job.diff_id:
+        raise DigestMismatch(
+            f"layer {job.descriptor.digest} decompresses to content with digest "
+            f"{got}, but the config's diff_id is {job.diff_id}; the layer was "
+            "refused and deleted",
+            expected=str(job.diff_id),
+            got=str(got),
+        )
+
+
+def fetch_all(jobs: list[_Job], cache: Cache, progress: Progress, workers: int):
+    """Run ``jobs`` on ``workers`` threads; the first failure cancels the rest."""
+    cancel = threading.Event()
+    results: dict[Digest, Path] = {}
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dgetkit")
+    futures = {
+        pool.submit(fetch_layer, job, cache, progress, cancel): job for job in jobs
+    }
+    try:
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in done if f.exception() is not None]
+        if failed:
+            cancel.set()
+            wait(pending)
+            raise _first_real(failed)
+        for future, job in futures.items():
+            results[job.descriptor.digest] = future.result()
+    except BaseException:
+        cancel.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return results
+
+
+def _first_real(failed) -> BaseException:
+    errors = [f.exception() for f in failed]
+    real = [e for e in errors if not isinstance(e, Cancelled)]
+    return (real or errors)[0]
+
+
+# -- pull --------------------------------------------------------------------------
+
+
+@dataclass
+class PulledImage:
+    """What was written for one image."""
+
+    reference: str
+    digest: str
+    config_digest: str
+    platform: str
+    layers: int
+    size: int
+    index_digest: str | None = None
+
+
+@dataclass
+class PullResult:
+    """Where the archive went and what it holds.
+
+    ``digest`` is the image manifest's digest (of the first image), and
+    ``image_id`` its config digest, which ``docker load`` reports as the ID.
+    """
+
+    path: Path
+    bytes: int
+    images: list[PulledImage]
+    seconds: float
+    downloaded: int = 0
+
+    @property
+    def digest(self) -> str:
+        return self.images[0].digest
+
+    @property
+    def image_id(self) -> str:
+        return self.images[0].config_digest
+
+
+def pull(
+    references,
+    path: str | os.PathLike | None = None,
+    *,
+    platform: str | Platform | None = None,
+    progress=True,
+    jobs: int = DEFAULT_JOBS,
+    compressed_layers: bool = False,
+    oci_layout: bool = False,
+    overwrite: bool = False,
+    cache: str | os.PathLike | Cache | bool | None = None,
+    options: Options | None = None,
+    **connection,
+) -> PullResult:
+    """Pull one or more images into a ``docker save`` archive.
+
+    Parameters
+    ----------
+    references : str, Reference or list of them
+        What to pull, e.g. ``"alpine:3.20"``; several go into one archive.
+    path : str or path, optional
+        Where to write; ``.tar.gz``/``.tgz`` is gzip-compressed. Default: named
+        after the first reference in the current folder (``alpine_3.20.tar``).
+    platform : str, optional
+        ``os/arch[/variant]`` to choose from multi-platform images; default
+        linux on this machine's architecture.
+    progress : bool or tqdm-like
+        ``True`` shows bars, ``False`` is silent, an object gets the updates.
+    jobs : int
+        Layers fetched at once.
+    compressed_layers : bool
+        Store layers as the registry sent them (gzip/zstd) instead of as
+        uncompressed ``layer.tar``; much faster, and every loader accepts it.
+        Layer digests are verified; diff_ids are then checked by the loader.
+    oci_layout : bool
+        Also write the OCI image layout (Docker 25+ style), see
+        :mod:`dgetkit.archive`. Layers are stored compressed.
+    overwrite : bool
+        Replace ``path`` if it exists.
+    cache : path, Cache or False, optional
+        The blob cache; ``False`` uses a temporary one, removed afterwards.
+    options : Options, optional
+        Connection options; or give them as keywords (``username=``,
+        ``password=``, ``insecure=``, ``ca_cert=``, ``mirrors=``, ...).
+
+    Returns
+    -------
+    PullResult
+
+    Examples
+    --------
+    >>> result = pull("alpine:3.20", "alpine.tar", platform="linux/arm64")  # doctest: +SKIP
+    >>> result.path, result.digest  # doctest: +SKIP
+    """
+    started = time.monotonic()
+    refs = _references(references)
+    if jobs < 1:
+        raise InvalidOption("jobs must be at least 1")
+    if options is not None and connection:
+        raise InvalidOption("give connection settings as options= or as keywords, not both")
+    options = options or Options(**connection)
+    path = Path(path) if path else Path(default_name(refs[0]))
+    check_output(path, overwrite=overwrite)
+    images = [resolve(ref, platform=platform, options=options) for ref in refs]
+    with _cache(cache) as store:
+        decompress = not (compressed_layers or oci_layout)
+        unique = _jobs(images, decompress)
+        total = sum(job.descriptor.size for job in unique.values())
+        bar = Progress(progress, total, f"pull {refs[0]}")
+        try:
+            files = fetch_all(list(unique.values()), store, bar, jobs)
+        finally:
+            bar.close()
+        archive_images = [_archive_image(image, files, decompress) for image in images]
+        write_archive(
+            path,
+            archive_images,
+            oci_layout=oci_layout,
+            overwrite=overwrite,
+            threads=max(1, min(jobs, os.cpu_count() or 1)),
+        )
+    return PullResult(
+        path=path,
+        bytes=path.stat().st_size,
+        images=[_summary(image) for image in images],
+        seconds=round(time.monotonic() - started, 3),
+        downloaded=total,
+    )
+
+
+def _references(references) -> list[Reference]:
+    if isinstance(references, (str, Reference)):
+        references = [references]
+    refs = [r if isinstance(r, Reference) else Reference.parse(r) for r in references]
+    if not refs:
+        raise InvalidOption("give at least one image reference to pull")
+    return refs
+
+
+class _TemporaryCache:
+    def __init__(self):
+        self._folder = tempfile.TemporaryDirectory(prefix="dgetkit-cache-")
+
+    def __enter__(self) -> Cache:
+        return Cache(self._folder.name)
+
+    def __exit__(self, *exc):
+        self._folder.cleanup()
+
+
+class _KeptCache:
+    def __init__(self, cache: Cache):
+        self.cache = cache
+
+    def __enter__(self) -> Cache:
+        return self.cache
+
+    def __exit__(self, *exc):
+        return None
+
+
+def _cache(cache):
+    if cache is False:
+        return _TemporaryCache()
+    if isinstance(cache, Cache):
+        return _KeptCache(cache)
+    return _KeptCache(Cache(None if cache in (None, True) else cache))
+
+
+def _jobs(images: list[Image], decompress: bool) -> dict[Digest, _Job]:
+    unique: dict[Digest, _Job] = {}
+    for image in images:
+        pairs = zip(image.manifest.layers, image.config.diff_ids)
+        for descriptor, diff_id in pairs:
+            unique.setdefault(
+                descriptor.digest,
+                _Job(
+                    image.client,
+                    image.reference.repository,
+                    descriptor,
+                    diff_id,
+                    decompress,
+                ),
+            )
+    return unique
+
+
+def _archive_image(image: Image, files: dict, decompress: bool) -> ArchiveImage:
+    layers = []
+    for descriptor, diff_id in zip(image.manifest.layers, image.config.diff_ids):
+        path = files[descriptor.digest]
+        kind = "none" if decompress else _sniff_file(path)
+        layers.append(ArchiveLayer(descriptor, diff_id, path, kind))
+    return ArchiveImage(image.reference, image.manifest, image.config, layers)
+
+
+def _sniff_file(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return codec.sniff(handle.read(8))
+
+
+def _summary(image: Image) -> PulledImage:
+    return PulledImage(
+        reference=str(image.reference),
+        digest=str(image.digest),
+        config_digest=str(image.config.digest),
+        platform=str(image.platform),
+        layers=len(image.manifest.layers),
+        size=image.size,
+        index_digest=str(image.index.digest) if image.index else None,
+    )
