@@ -112,8 +112,10 @@ class Reference:
 
 def is_loopback(host: str) -> bool:
     """True for ``localhost`` and loopback addresses, with or without a port."""
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    name = name.strip("[]")
+    if host.startswith("["):
+        name = host[1 : host.find("]")]
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
