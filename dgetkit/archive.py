@@ -124,7 +124,6 @@ def write_archive(
                     _write(TarWriter(stream), images, oci_layout)
             else:
                 _write(TarWriter(raw), images, oci_layout)
-            os.fsync(raw.fileno())
         _publish(temp, path, overwrite)
     except OSError as err:
         Path(temp).unlink(missing_ok=True)

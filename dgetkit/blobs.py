@@ -143,7 +143,7 @@ class BlobStream(io.RawIOBase):
         while True:
             if self._cancel is not None and self._cancel.is_set():
                 raise Cancelled("the pull was cancelled")
-            chunk = raw.read(CHUNK_SIZE, decode_content=True)
+            chunk = raw.read1(CHUNK_SIZE)
             if not chunk:
                 return
             self.verifier.update(chunk)

@@ -106,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"dgetkit: error: {err}", file=sys.stderr)
         return EXIT_USAGE if isinstance(err, ValueError) else EXIT_ERROR
+    except OSError as err:
+        if args.debug:
+            raise
+        print(f"dgetkit: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def _run(args, parser) -> int:

@@ -8,6 +8,7 @@ written to the cache, and the archive is assembled from the cache.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import tempfile
@@ -32,8 +33,10 @@ from .digest import Digest, Verifier
 from .errors import (
     DgetkitError,
     DigestMismatch,
+    DiskFull,
     IntegrityError,
     InvalidOption,
+    OutputError,
     PlatformNotFound,
 )
 from .manifest import (
@@ -179,12 +182,23 @@ def fetch_layer(job: _Job, cache: Cache, progress: Progress, cancel=None) -> Pat
     for attempt in (1, 2):
         try:
             return _fetch_once(job, cache, progress, cancel)
+        except OSError as err:
+            raise _cache_error(err, cache) from err
         except (RestartBlob, IntegrityError) as err:
             cache.discard_part(job.descriptor.digest)
             retry = isinstance(err, RestartBlob) or getattr(err, "resumed", False)
             if attempt == 2 or not retry:
                 raise
     raise AssertionError("unreachable")
+
+
+def _cache_error(err: OSError, cache: Cache) -> DgetkitError:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(
+            f"the disk holding the cache {cache.root} is full; free space or prune "
+            "the cache ('dgetkit cache prune'), then run the same pull to continue"
+        )
+    return OutputError(f"cannot write to the cache {cache.root}: {err}")
 
 
 def _fetch_once(job: _Job, cache: Cache, progress: Progress, cancel) -> Path:

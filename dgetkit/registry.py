@@ -19,6 +19,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, NameResolutionError
 from urllib3.util.retry import Retry
 
 from . import transcript
@@ -64,6 +65,11 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 #: Docker's per-registry CA folder: ``<dir>/<host:port>/ca.crt``.
 DEFAULT_CERTS_DIR = "/etc/docker/certs.d"
 USER_AGENT = "dgetkit/0.1 (+python-requests)"
+_BODY_ERRORS = (
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+)
 
 
 def sleep(seconds: float) -> None:
@@ -115,6 +121,8 @@ class RetryPolicy(Retry):
     """urllib3's retry, with one INFO line per retry and a replaceable sleep."""
 
     def increment(self, method=None, url=None, response=None, error=None, **kw):
+        if isinstance(error, NameResolutionError):  # a typo, not a blip: fail now
+            raise MaxRetryError(kw.get("_pool"), url, error)
         new = super().increment(method, url, response, error, **kw)
         why = f"status {response.status}" if response is not None else repr(error)
         log.info("retrying %s %s after %s", method, url, why)
@@ -228,7 +236,8 @@ class RegistryClient:
         self.name = name or host
         self.options = options or Options()
         self.session = new_session(self.options.retries)
-        self.session.verify = self._verify_setting()
+        # Given per request: a session-wide setting loses to REQUESTS_CA_BUNDLE.
+        self.verify = self._verify_setting()
         self.base_url = ""
         self._challenge: Challenge | None = None
         self._lock = threading.Lock()
@@ -304,6 +313,7 @@ class RegistryClient:
     def _send(self, method: str, url: str, **kwargs):
         """One HTTP exchange, with retries; network failures become our errors."""
         kwargs.setdefault("timeout", self.options.timeout)
+        kwargs.setdefault("verify", self.verify)
         try:
             return self.session.request(method, url, **kwargs)
         except requests.exceptions.SSLError as err:
@@ -370,23 +380,56 @@ class RegistryClient:
 
         When ``identifier`` is a digest the bytes are checked against it.
         """
-        response = self.request(
-            "GET",
-            f"/v2/{repository}/manifests/{identifier}",
-            repository,
-            headers={"Accept": ", ".join(MANIFEST_ACCEPT)},
-            stream=True,
-        )
-        what = f"manifest {repository}:{identifier}"
-        with response:
-            self.check(response, what)
-            raw = read_limited(response, MAX_MANIFEST_BYTES, what)
-        digest = Digest.of(raw)
+        try:
+            raw, headers = self._read_small(
+                f"/v2/{repository}/manifests/{identifier}",
+                repository,
+                f"manifest {repository}:{identifier}",
+                headers={"Accept": ", ".join(MANIFEST_ACCEPT)},
+            )
+        except ManifestNotFound as err:
+            if not self._repository_exists(repository):
+                raise RepositoryNotFound(
+                    f"the repository {repository} does not exist on {self.name}; "
+                    "check its name",
+                    status=err.status,
+                    method=err.method,
+                    url=err.url,
+                    codes=err.codes,
+                ) from err
+            raise
         if identifier.startswith("sha"):
-            verifier = Verifier(Digest.parse(identifier), what=what)
+            verifier = Verifier(
+                Digest.parse(identifier), what=f"manifest {repository}@{identifier}"
+            )
             verifier.update(raw)
             verifier.verify()
-        return raw, response.headers.get("Content-Type", ""), digest
+        return raw, headers.get("Content-Type", ""), Digest.of(raw)
+
+    def _repository_exists(self, repository: str) -> bool:
+        """Registries often answer MANIFEST_UNKNOWN for a missing repository too."""
+        response = self.request(
+            "GET", f"/v2/{repository}/tags/list", repository, params={"n": 1}
+        )
+        with response:
+            return response.status_code != 404
+
+    def _read_small(self, path: str, repository: str, what: str, headers=None):
+        """A small body in memory; a connection that breaks mid-body is retried."""
+        for attempt in range(self.options.retries + 1):
+            response = self.request("GET", path, repository, headers=headers, stream=True)
+            with response:
+                self.check(response, what)
+                try:
+                    return read_limited(response, MAX_MANIFEST_BYTES, what), response.headers
+                except _BODY_ERRORS as err:
+                    if attempt == self.options.retries:
+                        raise RegistryUnreachable(
+                            f"{what} kept breaking off: {_reason(err)}"
+                        ) from err
+                    log.info("reading %s broke off (%s); retrying", what, _reason(err))
+                    sleep(min(BACKOFF_FACTOR * 2**attempt, BACKOFF_MAX))
+        raise AssertionError("unreachable")
 
     def head_manifest(self, repository: str, identifier: str):
         """Headers of the manifest (digest, size, rate limit) without a pull."""
@@ -407,9 +450,9 @@ class RegistryClient:
                 f"{what} is {descriptor.size} bytes; dgetkit reads configs of at "
                 f"most {MAX_MANIFEST_BYTES} bytes into memory"
             )
-        response = self.open_blob(repository, descriptor.digest)
-        with response:
-            raw = read_limited(response, MAX_MANIFEST_BYTES, what)
+        raw, _ = self._read_small(
+            f"/v2/{repository}/blobs/{descriptor.digest}", repository, what
+        )
         verifier = Verifier(descriptor.digest, descriptor.size, what)
         verifier.update(raw)
         verifier.verify()
