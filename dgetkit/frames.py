@@ -27,6 +27,7 @@ import html
 import io
 import json
 import tarfile
+import zlib
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
@@ -37,7 +38,7 @@ from . import codec
 from .auth import parse_challenges, pick_challenge
 from .blobs import CHUNK_SIZE, BlobStream
 from .cache import Cache
-from .errors import InvalidOption
+from .errors import InvalidOption, UnsupportedMediaType
 from .manifest import IMAGE_TYPES, Descriptor, ImageManifest, Index, parse_manifest
 from .platform import Platform
 from .progress import Progress
@@ -117,6 +118,8 @@ _MEMBER_TYPES = {
     tarfile.FIFOTYPE: "fifo",
 }
 _OPTION_NAMES = tuple(f.name for f in fields(Options))
+#: What a damaged or non-tar layer makes the decompressors and tarfile raise.
+_UNREADABLE = (tarfile.TarError, EOFError, OSError, ValueError, zlib.error)
 
 
 # -- connection settings and what a reference means -------------------------------
@@ -716,15 +719,25 @@ def _pick_layer(image: Image, layer) -> Descriptor:
 
 
 def _members(client, repository: str, descriptor: Descriptor, on_bytes):
-    """Yield one row per tar member; the blob's digest is verified at the end."""
+    """Yield one row per tar member; the blob's digest is verified at the end.
+
+    Bytes that fail to decompress or to read as a tar are first checked
+    against the digest, so a corrupted download is reported as one.
+    """
     stream = BlobStream(client, repository, descriptor, on_bytes=on_bytes)
     buffered = io.BufferedReader(stream, CHUNK_SIZE)
-    kind = codec.sniff(buffered.peek(8)[:8])
-    plain = codec.decompressing(buffered, kind)
-    with tarfile.open(fileobj=plain, mode="r|") as tar:
-        for member in tar:
-            yield _member_row(member)
-    _drain(plain)
+    try:
+        kind = codec.sniff(buffered.peek(8)[:8])
+        plain = codec.decompressing(buffered, kind)
+        with tarfile.open(fileobj=plain, mode="r|") as tar:
+            yield from (_member_row(member) for member in tar)
+        _drain(plain)
+    except _UNREADABLE as err:
+        _drain(stream)
+        raise UnsupportedMediaType(
+            f"layer {descriptor.digest} ({descriptor.media_type}) arrived intact "
+            f"but is not a tar archive dgetkit can read: {err}"
+        ) from err
     _drain(buffered)
 
 

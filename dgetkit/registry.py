@@ -343,8 +343,9 @@ class RegistryClient:
     def request(self, method: str, path: str, repository: str, **kwargs):
         """A request to this registry with the right ``Authorization``.
 
-        A 401 carrying a fresh challenge (an expired token, a wider scope)
-        fetches a new token and tries once more.
+        A 401 carrying a challenge (an expired token, a wider scope, a registry
+        that only challenges on the repository) fetches a new token and tries
+        once more.
         """
         self.ping()
         url = urljoin(self.base_url + "/", path.lstrip("/"))
@@ -354,7 +355,7 @@ class RegistryClient:
             if self._challenge is not None:
                 headers["Authorization"] = self._tokens.header(self._challenge, scopes)
             response = self._send(method, url, headers=headers, **kwargs)
-            if response.status_code != 401 or attempt == 2 or self._challenge is None:
+            if response.status_code != 401 or attempt == 2:
                 return response
             challenge = pick_challenge(
                 parse_challenges(response.raw.headers.getlist("WWW-Authenticate"))
@@ -362,9 +363,10 @@ class RegistryClient:
             if challenge is None:
                 return response
             response.close()
-            self._tokens.forget(self._challenge, scopes)
-            if challenge.scheme == "bearer":
-                self._challenge = Challenge("bearer", {**challenge.params})
+            if self._challenge is not None:
+                self._tokens.forget(self._challenge, scopes)
+            scopes = _merge_scopes(scopes, challenge.params.get("scope", ""))
+            self._challenge = challenge
         return response
 
     def check(self, response, what: str):
@@ -506,6 +508,13 @@ class RegistryClient:
             path = _next_link(response.headers.get("Link", ""))
             params = None
         return found
+
+
+def _merge_scopes(scopes: tuple[str, ...], extra: str) -> tuple[str, ...]:
+    """Our scopes plus those a challenge asks for (space-separated)."""
+    merged = list(scopes)
+    merged += [s for s in extra.split() if s not in merged]
+    return tuple(merged)
 
 
 def _next_link(header: str) -> str:

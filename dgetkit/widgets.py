@@ -23,6 +23,7 @@ import ipywidgets as w
 
 from . import frames
 from .archive import default_name
+from .errors import DgetkitError
 from .platform import Platform, choose
 from .pull import PullResult, pull
 from .reference import Reference
@@ -200,6 +201,11 @@ class Picker:
         if self.reference is None:
             return self._fail("choose an image first")
         target = Path(path or self.path_text.value or self._file_name())
+        if target.exists() and not self.overwrite_checkbox.value:
+            return self._fail(
+                f"{target} already exists: type another name, or tick "
+                "'replace an existing file'"
+            )
         self.download_button.disabled = True
         self._show(f"Downloading {html.escape(self.reference)}…")
         try:
@@ -331,8 +337,6 @@ def _shorten(command: str) -> str:
 
 
 def _explain(err: Exception, doing: str, what: str) -> str:
-    from .errors import DgetkitError
-
     if isinstance(err, DgetkitError):
         return f"{doing} {what}: {err}"
     return f"{doing} {what} failed unexpectedly ({type(err).__name__}: {err})"
