@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 
 from .cache import Cache
+from .extract import extract
 from .errors import (
     AuthenticationError,
     DgetkitError,
@@ -48,7 +49,6 @@ _LAZY = {
     "image": "frames",
     "picker": "widgets",
     "export_many": "export",
-    "extract": "extract",
     "inspect_archive": "inspect",
 }
 
@@ -65,6 +65,7 @@ __all__ = [
     "PullResult",
     "Reference",
     "RegistryError",
+    "extract",
     "RepositoryNotFound",
     "pull",
     "record",

@@ -183,14 +183,13 @@ def from_docker_config(host: str) -> Credentials:
     helper = _lookup(config.get("credHelpers") or {}, keys)
     if helper:
         return _from_helper(helper, keys[0])
-    entry = _lookup(config.get("auths") or {}, keys)
-    if entry:
-        creds = _from_auth_entry(entry, path)
+    if config.get("credsStore"):
+        # Docker asks the store first; ``auths`` then only holds what it lacks.
+        creds = _from_helper(config["credsStore"], keys[0])
         if creds:
             return creds
-    if config.get("credsStore"):
-        return _from_helper(config["credsStore"], keys[0])
-    return Credentials()
+    entry = _lookup(config.get("auths") or {}, keys)
+    return _from_auth_entry(entry, path) if entry else Credentials()
 
 
 def _config_keys(host: str) -> list[str]:

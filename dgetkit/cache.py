@@ -21,6 +21,11 @@ from pathlib import Path
 
 from .digest import Digest
 
+try:
+    import fcntl
+except ImportError:  # Windows: pulls sharing a cache must not overlap there
+    fcntl = None
+
 
 def default_cache_dir() -> Path:
     """Where the cache lives unless told otherwise."""
@@ -57,11 +62,22 @@ class Cache:
         return self.layer_path(diff_id).is_file()
 
     def open_part(self, digest: Digest):
-        """The part file of ``digest`` for appending, and how much it holds."""
+        """The part file of ``digest`` for appending, and how much it holds.
+
+        The file is locked, so two pulls (threads or processes) sharing a
+        layer never write into the same part file: the second waits, and gets
+        ``(None, 0)`` if the first finished the blob meanwhile.
+        """
         path = self.part_path(digest)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "ab")
-        return handle, handle.tell()
+        while True:
+            handle = open(path, "ab")
+            _lock(handle)
+            if _same_file(handle, path):
+                return handle, handle.tell()
+            handle.close()  # committed or discarded while we waited
+            if self.has_blob(digest):
+                return None, 0
 
     def discard_part(self, digest: Digest) -> None:
         self.part_path(digest).unlink(missing_ok=True)
@@ -137,6 +153,18 @@ class Cache:
             Path(row["path"]).unlink(missing_ok=True)
             freed += row["size"]
         return freed
+
+
+def _lock(handle) -> None:
+    if fcntl is not None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+
+
+def _same_file(handle, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def _copy(source, target, size=1 << 20) -> None:

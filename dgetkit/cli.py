@@ -185,7 +185,7 @@ def _pull_many(args) -> int:
         options=_options(args),
     )
     failures = 0
-    for row in results:
+    for row in results.to_dict("records"):
         if row["error"]:
             failures += 1
             print(f"FAILED {row['reference']}: {row['error']}", file=sys.stderr)

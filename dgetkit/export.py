@@ -29,7 +29,7 @@ from .archive import check_output, default_name, is_gzip_name
 from .errors import DgetkitError, InvalidOption
 from .platform import Platform
 from .progress import Progress
-from .pull import DEFAULT_JOBS, _cache, _jobs, fetch_layer, pull, resolve
+from .pull import DEFAULT_JOBS, fetch_layer, layer_jobs, open_cache, pull, resolve
 from .reference import Reference
 from .registry import Options
 
@@ -151,14 +151,24 @@ def export_many(
         "overwrite": overwrite,
         "options": options,
     }
-    with _cache(cache) as store:
+    with open_cache(cache) as store:
         _run_each(rows, lambda row: _resolve(row, options), archives)
         started = time.monotonic()
         downloaded = _download(rows, store, progress, jobs, settings)
         download_seconds = round(time.monotonic() - started, 3)
         _run_each(rows, lambda row: _write(row, store, jobs, settings), archives)
-    frame = pd.DataFrame([row.record() for row in rows], columns=list(RESULT_COLUMNS))
+    frame = _frame([row.record() for row in rows])
     frame.attrs.update(downloaded=downloaded, download_seconds=download_seconds)
+    return frame
+
+
+def _frame(records: list[dict]) -> pd.DataFrame:
+    """The results, with None (not NaN) where a row has no value."""
+    frame = pd.DataFrame(records, columns=list(RESULT_COLUMNS))
+    for column in ("reference", "platform", "digest", "path", "error"):
+        values = frame[column].astype(object)
+        frame[column] = values.where(values.notna(), None)
+    frame["bytes"] = frame["bytes"].astype("Int64")
     return frame
 
 
@@ -282,7 +292,7 @@ def _download(rows, store, progress, jobs: int, settings: dict) -> int:
     """Fetch each distinct layer of the resolved rows once; return the bytes."""
     decompress = not (settings["compressed_layers"] or settings["oci_layout"])
     ready = [row for row in rows if row.error is None]
-    unique = _jobs([row.image for row in ready], decompress)
+    unique = layer_jobs([row.image for row in ready], decompress)
     total = sum(job.descriptor.size for job in unique.values())
     bar = Progress(progress, total, f"export {len(ready)} images")
     failed: dict = {}

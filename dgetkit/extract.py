@@ -42,8 +42,7 @@ from pathlib import Path
 from . import codec
 from .errors import DgetkitError, InvalidOption, OutputError, UnsafeArchiveMember
 from .platform import Platform
-from .progress import Progress
-from .pull import DEFAULT_JOBS, _cache, _jobs, fetch_all, resolve
+from .pull import DEFAULT_JOBS, fetch_layers, open_cache, resolve
 from .registry import Options
 
 log = logging.getLogger("dgetkit")
@@ -139,18 +138,8 @@ def extract(
     image = resolve(
         reference, platform=platform, options=options or Options(**connection)
     )
-    with _cache(cache) as store:
-        unique = _jobs([image], decompress=True)
-        total = sum(job.descriptor.size for job in unique.values())
-        bar = Progress(progress, total, f"extract {image.reference}")
-        try:
-            files = fetch_all(list(unique.values()), store, bar, max(1, jobs))
-        finally:
-            bar.close()
-        layers = [
-            (f"layer {n} ({d.digest})", files[d.digest])
-            for n, d in enumerate(image.manifest.layers)
-        ]
+    with open_cache(cache) as store:
+        layers = _fetch_layers(image, store, progress, jobs)
         applied = _apply_all(layers, folder)
     return Extracted(
         folder=folder,
@@ -162,6 +151,21 @@ def extract(
         skipped=applied.skipped,
         seconds=round(time.monotonic() - started, 3),
     )
+
+
+def _fetch_layers(image, store, progress, jobs: int) -> list[tuple[str, Path]]:
+    """Each layer, uncompressed in the cache, with the name errors give it."""
+    files = fetch_layers(
+        [image],
+        store,
+        progress=progress,
+        jobs=max(1, jobs),
+        description=f"extract {image.reference}",
+    )
+    return [
+        (f"layer {n} ({d.digest})", files[d.digest])
+        for n, d in enumerate(image.manifest.layers)
+    ]
 
 
 def _check_folder(folder: Path) -> Path:
@@ -308,45 +312,43 @@ class _LayerApplier:
         Missing folders are created (``create=True``) or end the walk with
         None. A symlink whose target climbs above the root is refused.
         """
-        pending = [p for p in parent.split("/") if p not in ("", ".")]
-        resolved: list[str] = []
-        hops = 0
+        pending, resolved, hops = _parts(parent), [], 0
         while pending:
             part = pending.pop(0)
             if part == "..":
                 if not resolved:
-                    raise self._unsafe(
-                        member, "a symlink above it leads out of the folder"
-                    )
+                    raise self._unsafe(member, "a symlink above it leads out")
                 resolved.pop()
                 continue
             here = self.root.joinpath(*resolved, part)
-            try:
-                info = os.lstat(here)
-            except FileNotFoundError:
-                if not create:
-                    return None
+            info = _lstat(here)
+            if info is None and not create:
+                return None
+            if info is None:
                 os.mkdir(here, 0o755)
-                resolved.append(part)
-                self._wrote("/".join(resolved))
-                continue
-            if stat.S_ISLNK(info.st_mode):
+                self._wrote("/".join([*resolved, part]))
+            elif stat.S_ISLNK(info.st_mode):
                 hops += 1
-                if hops > MAX_SYMLINK_HOPS:
-                    raise self._unsafe(member, "the symlinks above it form a loop")
-                target = os.readlink(here)
-                if target.startswith("/"):
-                    resolved = []
-                pending[:0] = [p for p in target.split("/") if p not in ("", ".")]
+                resolved = self._follow(here, resolved, pending, hops, member)
                 continue
-            if not stat.S_ISDIR(info.st_mode):
-                raise DgetkitError(
-                    f"{self.layer}: the entry {member.name!r} lies below "
-                    f"{'/'.join(resolved + [part])}, which is not a folder; the "
-                    "layer is broken"
-                )
+            elif not stat.S_ISDIR(info.st_mode):
+                raise self._not_a_folder(member, [*resolved, part])
             resolved.append(part)
         return "/".join(resolved)
+
+    def _follow(self, link: Path, resolved, pending, hops: int, member) -> list:
+        """Put a symlink's target in front of ``pending``; absolute ones restart."""
+        if hops > MAX_SYMLINK_HOPS:
+            raise self._unsafe(member, "the symlinks above it form a loop")
+        target = os.readlink(link)
+        pending[:0] = _parts(target)
+        return [] if target.startswith("/") else resolved
+
+    def _not_a_folder(self, member, parts: list[str]) -> DgetkitError:
+        return DgetkitError(
+            f"{self.layer}: the entry {member.name!r} lies below {'/'.join(parts)}, "
+            "which is not a folder; the layer is broken"
+        )
 
     def _wrote(self, relative: str) -> None:
         self.written.add(relative)
@@ -487,6 +489,17 @@ class _LayerApplier:
     def _owner(self, path: Path, member) -> None:
         if self.is_root:
             os.chown(path, member.uid, member.gid, follow_symlinks=False)
+
+
+def _parts(path: str) -> list[str]:
+    return [p for p in path.split("/") if p not in ("", ".")]
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
 
 
 def _escapes(name: str) -> bool:

@@ -164,7 +164,7 @@ def _check_consistent(ref, manifest: ImageManifest, config: ImageConfig) -> None
 
 
 @dataclass
-class _Job:
+class LayerJob:
     client: object
     repository: str
     descriptor: object
@@ -172,7 +172,7 @@ class _Job:
     decompress: bool
 
 
-def fetch_layer(job: _Job, cache: Cache, progress: Progress, cancel=None) -> Path:
+def fetch_layer(job: LayerJob, cache: Cache, progress: Progress, cancel=None) -> Path:
     """Bring one layer into the cache; return the file the archive should hold.
 
     Uncompressed layers are kept by diff_id, blobs by digest. A blob whose
@@ -201,7 +201,7 @@ def _cache_error(err: OSError, cache: Cache) -> DgetkitError:
     return OutputError(f"cannot write to the cache {cache.root}: {err}")
 
 
-def _fetch_once(job: _Job, cache: Cache, progress: Progress, cancel) -> Path:
+def _fetch_once(job: LayerJob, cache: Cache, progress: Progress, cancel) -> Path:
     digest, size = job.descriptor.digest, job.descriptor.size
     if job.decompress and cache.has_layer(job.diff_id):
         progress.update(size)
@@ -219,7 +219,7 @@ def _fetch_once(job: _Job, cache: Cache, progress: Progress, cancel) -> Path:
     return _download(job, cache, progress, cancel)
 
 
-def _download(job: _Job, cache: Cache, progress: Progress, cancel) -> Path:
+def _download(job: LayerJob, cache: Cache, progress: Progress, cancel) -> Path:
     digest = job.descriptor.digest
     bar = progress.layer(f"layer {digest.hex[:12]}", job.descriptor.size)
 
@@ -228,6 +228,9 @@ def _download(job: _Job, cache: Cache, progress: Progress, cancel) -> Path:
         bar.update(n)
 
     part, _ = cache.open_part(digest)
+    if part is None:  # another pull finished this blob while we waited
+        bar.close()
+        return _fetch_once(job, cache, progress, cancel)
     try:
         with part:
             stream = BlobStream(
@@ -252,7 +255,7 @@ def _download(job: _Job, cache: Cache, progress: Progress, cancel) -> Path:
     return layer or blob
 
 
-def _consume(stream: BlobStream, job: _Job, cache: Cache) -> Path | None:
+def _consume(stream: BlobStream, job: LayerJob, cache: Cache) -> Path | None:
     """Read the whole blob; unpack it on the way when asked to."""
     if not job.decompress:
         stream.drain()
@@ -265,7 +268,7 @@ def _consume(stream: BlobStream, job: _Job, cache: Cache) -> Path | None:
     return _unpack(buffered, job, cache)
 
 
-def _check_plain(job: _Job) -> None:
+def _check_plain(job: LayerJob) -> None:
     """An uncompressed layer's digest is its diff_id; anything else is corrupt."""
     if job.descriptor.digest != job.diff_id:
         raise DigestMismatch(
@@ -282,7 +285,7 @@ def _drain(stream) -> None:
         pass
 
 
-def _unpack(compressed, job: _Job, cache: Cache) -> Path:
+def _unpack(compressed, job: LayerJob, cache: Cache) -> Path:
     """Decompress ``compressed`` into the cache, checking the diff_id."""
     kind = codec.sniff(compressed.peek(8)[:8])
     if kind == "none":
@@ -309,7 +312,7 @@ def _unpack(compressed, job: _Job, cache: Cache) -> Path:
         raise
 
 
-def _verify_diff_id(verifier: Verifier, job: _Job) -> None:
+def _verify_diff_id(verifier: Verifier, job: LayerJob) -> None:
     got = verifier.current()
     if got != job.diff_id:
         raise DigestMismatch(
@@ -321,7 +324,34 @@ def _verify_diff_id(verifier: Verifier, job: _Job) -> None:
         )
 
 
-def fetch_all(jobs: list[_Job], cache: Cache, progress: Progress, workers: int):
+def fetch_layers(
+    images: list[Image],
+    cache: Cache,
+    *,
+    decompress: bool = True,
+    progress=False,
+    jobs: int = DEFAULT_JOBS,
+    description: str = "",
+) -> dict[Digest, Path]:
+    """Bring every distinct layer of ``images`` into ``cache``.
+
+    Returns the file of each layer by its blob digest: the uncompressed tar
+    when ``decompress``, else the blob as the registry sent it.
+    """
+    unique = layer_jobs(images, decompress)
+    total = sum(job.descriptor.size for job in unique.values())
+    bar = Progress(progress, total, description or "fetch layers")
+    try:
+        return fetch_all(list(unique.values()), cache, bar, jobs)
+    finally:
+        bar.close()
+
+
+def _unique_layers(images: list[Image]):
+    return {d.digest: d for image in images for d in image.manifest.layers}.values()
+
+
+def fetch_all(jobs: list[LayerJob], cache: Cache, progress: Progress, workers: int):
     """Run ``jobs`` on ``workers`` threads; the first failure cancels the rest."""
     cancel = threading.Event()
     results: dict[Digest, Path] = {}
@@ -455,15 +485,16 @@ def pull(
     path = Path(path) if path else Path(default_name(refs[0]))
     check_output(path, overwrite=overwrite)
     images = [resolve(ref, platform=platform, options=options) for ref in refs]
-    with _cache(cache) as store:
-        decompress = not (compressed_layers or oci_layout)
-        unique = _jobs(images, decompress)
-        total = sum(job.descriptor.size for job in unique.values())
-        bar = Progress(progress, total, f"pull {refs[0]}")
-        try:
-            files = fetch_all(list(unique.values()), store, bar, jobs)
-        finally:
-            bar.close()
+    decompress = not (compressed_layers or oci_layout)
+    with open_cache(cache) as store:
+        files = fetch_layers(
+            images,
+            store,
+            decompress=decompress,
+            progress=progress,
+            jobs=jobs,
+            description=f"pull {refs[0]}",
+        )
         archive_images = [_archive_image(image, files, decompress) for image in images]
         write_archive(
             path,
@@ -477,7 +508,7 @@ def pull(
         bytes=path.stat().st_size,
         images=[_summary(image) for image in images],
         seconds=round(time.monotonic() - started, 3),
-        downloaded=total,
+        downloaded=sum(d.size for d in _unique_layers(images)),
     )
 
 
@@ -512,7 +543,12 @@ class _KeptCache:
         return None
 
 
-def _cache(cache):
+def open_cache(cache):
+    """A context manager giving the :class:`Cache` that ``cache=`` names.
+
+    ``None``/``True``: the default cache; a path or a Cache: that one;
+    ``False``: a temporary cache removed on exit.
+    """
     if cache is False:
         return _TemporaryCache()
     if isinstance(cache, Cache):
@@ -520,14 +556,14 @@ def _cache(cache):
     return _KeptCache(Cache(None if cache in (None, True) else cache))
 
 
-def _jobs(images: list[Image], decompress: bool) -> dict[Digest, _Job]:
-    unique: dict[Digest, _Job] = {}
+def layer_jobs(images: list[Image], decompress: bool) -> dict[Digest, LayerJob]:
+    unique: dict[Digest, LayerJob] = {}
     for image in images:
         pairs = zip(image.manifest.layers, image.config.diff_ids)
         for descriptor, diff_id in pairs:
             unique.setdefault(
                 descriptor.digest,
-                _Job(
+                LayerJob(
                     image.client,
                     image.reference.repository,
                     descriptor,

@@ -623,12 +623,19 @@ class MirroredClient:
         self.name = clients[-1].name
 
     def _first(self, method: str, *args, **kwargs):
+        misses = []
         for client in self.clients[:-1]:
             try:
                 return getattr(client, method)(*args, **kwargs)
             except (RegistryError, RegistryUnreachable) as err:
                 log.info("mirror %s failed (%s); trying the next", client.host, err)
-        return getattr(self.clients[-1], method)(*args, **kwargs)
+                misses.append(f"mirror {client.host}: {err}")
+        try:
+            return getattr(self.clients[-1], method)(*args, **kwargs)
+        except (RegistryError, RegistryUnreachable) as err:
+            if misses:
+                err.args = (f"{err} (after the mirrors failed: {'; '.join(misses)})",)
+            raise
 
     def get_manifest(self, *args, **kwargs):
         return self._first("get_manifest", *args, **kwargs)
