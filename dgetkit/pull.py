@@ -185,7 +185,6 @@ def fetch_layer(job: LayerJob, cache: Cache, progress: Progress, cancel=None) ->
         except OSError as err:
             raise _cache_error(err, cache) from err
         except (RestartBlob, IntegrityError) as err:
-            cache.discard_part(job.descriptor.digest)
             retry = isinstance(err, RestartBlob) or getattr(err, "resumed", False)
             if attempt == 2 or not retry:
                 raise
@@ -231,6 +230,7 @@ def _download(job: LayerJob, cache: Cache, progress: Progress, cancel) -> Path:
     if part is None:  # another pull finished this blob while we waited
         bar.close()
         return _fetch_once(job, cache, progress, cancel)
+    # The part file stays locked until it is published or deleted.
     try:
         with part:
             stream = BlobStream(
@@ -244,10 +244,12 @@ def _download(job: LayerJob, cache: Cache, progress: Progress, cancel) -> Path:
             )
             try:
                 layer = _consume(stream, job, cache)
-            except IntegrityError as err:
+            except (IntegrityError, RestartBlob) as err:
                 err.resumed = stream.resumed_from > 0
+                cache.discard_part(digest)  # bad bytes are never kept
                 raise
-        blob = cache.commit_part(digest)
+            part.flush()
+            blob = cache.commit_part(digest)
     finally:
         bar.close()
     if job.decompress and layer is None:

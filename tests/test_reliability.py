@@ -348,3 +348,18 @@ def test_no_secret_in_any_output(basic_registry, token_registry, token_server,
     found = [s for s in secrets for text in seen if s in text]
     assert found == []
     assert "<redacted>" in transcript.frame()["authorization"].str.cat()
+
+
+def test_concurrent_pulls_download_each_blob_once(fault_proxy, big_image, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    proxy = fault_proxy()
+    cache = Cache(tmp_path / "cache")
+    outs = [tmp_path / f"{n}.tar" for n in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        for future in [pool.submit(pull_through, proxy, out, cache) for out in outs]:
+            future.result()
+    for out in outs:
+        check_complete(out, big_image)
+    layers = sum(layer.size for layer in big_image["layers"])
+    assert proxy.blob_bytes(big_image["layer_digests"]) == layers
