@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 
 from .cache import Cache
-from .extract import extract
 from .errors import (
     AuthenticationError,
     DgetkitError,
@@ -27,6 +26,7 @@ from .errors import (
     RegistryError,
     RepositoryNotFound,
 )
+from .extract import extract
 from .platform import Platform
 from .pull import PullResult, pull, resolve
 from .reference import Reference
@@ -65,12 +65,23 @@ __all__ = [
     "PullResult",
     "Reference",
     "RegistryError",
-    "extract",
     "RepositoryNotFound",
+    "cache_frame",
+    "config",
+    "export_many",
+    "extract",
+    "files",
+    "history",
+    "image",
+    "inspect_archive",
+    "layers",
+    "picker",
+    "platforms",
     "pull",
+    "ratelimit",
     "record",
     "resolve",
-    *_LAZY,
+    "tags",
 ]
 
 

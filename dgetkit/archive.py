@@ -81,7 +81,7 @@ def default_name(reference: Reference, gzip_output: bool = False) -> str:
 
 def is_gzip_name(path: str | os.PathLike) -> bool:
     name = str(path).lower()
-    return name.endswith(".tar.gz") or name.endswith(".tgz")
+    return name.endswith((".tar.gz", ".tgz"))
 
 
 def check_output(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -116,7 +116,9 @@ def write_archive(
     ``.tar.gz`` / ``.tgz`` names are gzip-compressed.
     """
     path = check_output(path, overwrite=overwrite)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    handle, temp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".part"
+    )
     try:
         with os.fdopen(handle, "wb", buffering=0) as raw:
             if is_gzip_name(path):
@@ -235,8 +237,10 @@ class OciLayout:
         self.tar.add_dir("blobs/sha256", 0)
         for image in images:
             mtime = _timestamp(image.config.created)
-            layers = [self._blob(layer.descriptor.digest, layer.path, mtime)
-                      for layer in image.layers]
+            layers = [
+                self._blob(layer.descriptor.digest, layer.path, mtime)
+                for layer in image.layers
+            ]
             config = self._bytes(image.config.digest, image.config.raw, mtime)
             self._bytes(image.manifest.digest, image.manifest.raw, 0)
             tag = image.reference.tagged_name
@@ -315,8 +319,9 @@ def _json(value) -> bytes:
 
 def _timestamp(created: str) -> int:
     try:
-        return max(0, int(datetime.fromisoformat(created.replace("Z", "+00:00"))
-                          .timestamp()))
+        return max(
+            0, int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
+        )
     except (ValueError, AttributeError):
         return 0
 

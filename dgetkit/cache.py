@@ -71,7 +71,7 @@ class Cache:
         path = self.part_path(digest)
         path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            handle = open(path, "ab")
+            handle = open(path, "ab")  # noqa: SIM115 - returned to the caller
             _lock(handle)
             if _same_file(handle, path):
                 return handle, handle.tell()
@@ -121,7 +121,7 @@ class Cache:
         for kind, folder in (("blob", "blobs"), ("layer", "layers")):
             for path in sorted((self.root / folder).glob("*/*")):
                 name = path.name
-                partial = name.endswith(".part") or name.endswith(".tmp")
+                partial = name.endswith((".part", ".tmp"))
                 stat = path.stat()
                 rows.append(
                     {

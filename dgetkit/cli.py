@@ -30,7 +30,9 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
         help="allow plain HTTP and unverified TLS (loopback registries may use "
         "HTTP anyway)",
     )
-    group.add_argument("--ca-cert", metavar="FILE", help="CA certificates (PEM) to trust")
+    group.add_argument(
+        "--ca-cert", metavar="FILE", help="CA certificates (PEM) to trust"
+    )
     group.add_argument(
         "--mirror",
         action="append",
@@ -53,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pull = commands.add_parser("pull", help="pull images into an archive")
     pull.add_argument("references", nargs="*", metavar="REF", help="image reference")
-    pull.add_argument("-o", "--output", metavar="PATH", help="archive (.tar or .tar.gz)")
+    pull.add_argument(
+        "-o", "--output", metavar="PATH", help="archive (.tar or .tar.gz)"
+    )
     pull.add_argument("--platform", metavar="OS/ARCH[/VARIANT]")
     pull.add_argument("--jobs", "-j", type=int, default=None, help="layers at once")
     pull.add_argument(
@@ -81,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_arguments(pull)
 
     cache = commands.add_parser("cache", help="show or prune the blob cache")
-    cache.add_argument("action", choices=["list", "prune", "path"], nargs="?",
-                       default="list")
+    cache.add_argument(
+        "action", choices=["list", "prune", "path"], nargs="?", default="list"
+    )
     cache.add_argument("--cache", metavar="DIR", help="blob cache folder")
     cache.add_argument(
         "--older-than", type=float, metavar="DAYS", help="prune only older files"
@@ -98,8 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args, parser)
     except KeyboardInterrupt:
-        print("dgetkit: interrupted; partial downloads are kept in the cache, run "
-              "the same command to continue", file=sys.stderr)
+        print(
+            "dgetkit: interrupted; partial downloads are kept in the cache, run "
+            "the same command to continue",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     except DgetkitError as err:
         if args.debug:
@@ -190,7 +198,9 @@ def _pull_many(args) -> int:
             failures += 1
             print(f"FAILED {row['reference']}: {row['error']}", file=sys.stderr)
         else:
-            print(f"{row['reference']}  {row['platform']}  {row['digest']}  {row['path']}")
+            print(
+                f"{row['reference']}  {row['platform']}  {row['digest']}  {row['path']}"
+            )
     print(f"{len(results) - failures} of {len(results)} exported")
     return EXIT_ERROR if failures else 0
 

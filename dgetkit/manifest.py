@@ -211,7 +211,9 @@ def parse_manifest(raw: bytes, content_type: str = "", digest: Digest | None = N
             "tool (docker push, skopeo copy) to get a schema 2 or OCI manifest"
         )
     if media_type in INDEX_TYPES:
-        descriptors = tuple(Descriptor.from_dict(d) for d in body.get("manifests") or [])
+        descriptors = tuple(
+            Descriptor.from_dict(d) for d in body.get("manifests") or []
+        )
         return Index(media_type, descriptors, raw, digest)
     if media_type in IMAGE_TYPES:
         if "config" not in body:

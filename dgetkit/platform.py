@@ -88,8 +88,10 @@ class Platform:
     def compatible(self) -> list[Platform]:
         """This platform followed by the ones it can also run, best first."""
         wanted = self.normalized()
-        same = [Platform(wanted.os, wanted.architecture, v, wanted.os_version)
-                for v in _fallback_variants(wanted)]
+        same = [
+            Platform(wanted.os, wanted.architecture, v, wanted.os_version)
+            for v in _fallback_variants(wanted)
+        ]
         return same or [wanted]
 
     def matches(self, candidate: Platform) -> bool:

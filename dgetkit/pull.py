@@ -24,7 +24,6 @@ from .archive import (
     ArchiveLayer,
     check_output,
     default_name,
-    is_gzip_name,
     write_archive,
 )
 from .blobs import CHUNK_SIZE, BlobStream, Cancelled, RestartBlob
@@ -297,7 +296,9 @@ def _unpack(compressed, job: LayerJob, cache: Cache) -> Path:
             expected=str(job.diff_id),
             got=str(job.descriptor.digest),
         )
-    verifier = Verifier(job.diff_id, None, f"uncompressed layer {job.descriptor.digest}")
+    verifier = Verifier(
+        job.diff_id, None, f"uncompressed layer {job.descriptor.digest}"
+    )
     temp = cache.new_layer_file(job.diff_id)
     try:
         with temp, codec.decompressing(compressed, kind) as source:
@@ -482,7 +483,9 @@ def pull(
     if jobs < 1:
         raise InvalidOption("jobs must be at least 1")
     if options is not None and connection:
-        raise InvalidOption("give connection settings as options= or as keywords, not both")
+        raise InvalidOption(
+            "give connection settings as options= or as keywords, not both"
+        )
     options = options or Options(**connection)
     path = Path(path) if path else Path(default_name(refs[0]))
     check_output(path, overwrite=overwrite)

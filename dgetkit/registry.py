@@ -112,7 +112,9 @@ class Options:
             object.__setattr__(self, "mirrors", (self.mirrors,))
         object.__setattr__(self, "mirrors", tuple(self.mirrors or ()))
         if self.ca_cert and not Path(self.ca_cert).is_file():
-            raise InvalidOption(f"the CA certificate file {self.ca_cert} does not exist")
+            raise InvalidOption(
+                f"the CA certificate file {self.ca_cert} does not exist"
+            )
         if self.retries < 0:
             raise InvalidOption("retries must be 0 or more")
 
@@ -142,7 +144,7 @@ class RetryPolicy(Retry):
     def parse_retry_after(self, retry_after):
         try:
             return super().parse_retry_after(retry_after)
-        except Exception:  # an unparseable date: fall back to backoff
+        except Exception:  # noqa: BLE001 - urllib3 raises its own for dates
             parsed = email.utils.parsedate_to_datetime(retry_after)
             return max(0.0, parsed.timestamp() - time.time())
 
@@ -332,7 +334,10 @@ class RegistryClient:
                 f"{method} {_safe(url)} kept failing after {self.options.retries} "
                 f"retries: {_reason(err)}"
             ) from err
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as err:
+        except (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout,
+        ) as err:
             raise RegistryUnreachable(
                 f"cannot reach {urlsplit(url).netloc} ({_reason(err)}); check the "
                 "host name, the network and any proxy settings"
@@ -377,7 +382,9 @@ class RegistryClient:
 
     # -- the endpoints -------------------------------------------------------------
 
-    def get_manifest(self, repository: str, identifier: str) -> tuple[bytes, str, Digest]:
+    def get_manifest(
+        self, repository: str, identifier: str
+    ) -> tuple[bytes, str, Digest]:
         """The manifest's exact bytes, its media type and its digest.
 
         When ``identifier`` is a digest the bytes are checked against it.
@@ -419,11 +426,15 @@ class RegistryClient:
     def _read_small(self, path: str, repository: str, what: str, headers=None):
         """A small body in memory; a connection that breaks mid-body is retried."""
         for attempt in range(self.options.retries + 1):
-            response = self.request("GET", path, repository, headers=headers, stream=True)
+            response = self.request(
+                "GET", path, repository, headers=headers, stream=True
+            )
             with response:
                 self.check(response, what)
                 try:
-                    return read_limited(response, MAX_MANIFEST_BYTES, what), response.headers
+                    return read_limited(
+                        response, MAX_MANIFEST_BYTES, what
+                    ), response.headers
                 except _BODY_ERRORS as err:
                     if attempt == self.options.retries:
                         raise RegistryUnreachable(
@@ -545,12 +556,12 @@ def registry_error(response, what: str, credentials=None) -> RegistryError:
     """The error that best explains an error answer."""
     status = response.status_code
     codes, message = _error_body(response)
-    kwargs = dict(
-        status=status,
-        method=response.request.method,
-        url=_safe(response.url),
-        codes=codes,
-    )
+    kwargs = {
+        "status": status,
+        "method": response.request.method,
+        "url": _safe(response.url),
+        "codes": codes,
+    }
     detail = f" ({message})" if message else ""
     if status in (401, 403):
         hint = (
@@ -569,7 +580,9 @@ def registry_error(response, what: str, credentials=None) -> RegistryError:
                 **kwargs,
             )
         if "BLOB_UNKNOWN" in codes or "/blobs/" in response.url:
-            return BlobNotFound(f"{what} is missing from the registry{detail}", **kwargs)
+            return BlobNotFound(
+                f"{what} is missing from the registry{detail}", **kwargs
+            )
         return ManifestNotFound(
             f"{what} was not found{detail}; check the tag (dgetkit.tags lists them)",
             **kwargs,
@@ -592,7 +605,7 @@ def _error_body(response) -> tuple[list[str], str]:
         codes = [str(e.get("code", "")) for e in errors]
         message = "; ".join(str(e.get("message", "")) for e in errors if e)
         return codes, message
-    except Exception:  # not JSON: an HTML page from a proxy, an empty body
+    except Exception:  # noqa: BLE001 - an HTML page from a proxy, an empty body
         return [], ""
 
 
@@ -660,7 +673,9 @@ def mirror_client(url: str, options: Options) -> RegistryClient:
     """A client for a mirror given as ``host[:port]`` or ``http(s)://host[:port]``."""
     parts = urlsplit(url if "://" in url else f"//{url}")
     if not parts.netloc or parts.scheme not in ("", "http", "https"):
-        raise InvalidOption(f"{url!r} is not a mirror URL: expected https://host[:port]")
+        raise InvalidOption(
+            f"{url!r} is not a mirror URL: expected https://host[:port]"
+        )
     return RegistryClient(
         parts.netloc, options, name=parts.netloc, scheme=parts.scheme or None
     )

@@ -26,12 +26,21 @@ CHALLENGES = [
     ),
     ('Bearer realm="https://r/t"', "bearer", {"realm": "https://r/t"}),
     ('Basic realm="Registry Realm"', "basic", {"realm": "Registry Realm"}),
-    ('BEARER Realm="https://r/t",error="invalid_token"', "bearer",
-     {"realm": "https://r/t", "error": "invalid_token"}),
-    (r'Bearer realm="https://r/t",service="a \"quoted\" name"', "bearer",
-     {"realm": "https://r/t", "service": 'a "quoted" name'}),
-    ("Bearer realm=https://r/t,service=plain", "bearer",
-     {"realm": "https://r/t", "service": "plain"}),
+    (
+        'BEARER Realm="https://r/t",error="invalid_token"',
+        "bearer",
+        {"realm": "https://r/t", "error": "invalid_token"},
+    ),
+    (
+        r'Bearer realm="https://r/t",service="a \"quoted\" name"',
+        "bearer",
+        {"realm": "https://r/t", "service": 'a "quoted" name'},
+    ),
+    (
+        "Bearer realm=https://r/t,service=plain",
+        "bearer",
+        {"realm": "https://r/t", "service": "plain"},
+    ),
 ]
 
 
@@ -54,7 +63,10 @@ def test_several_challenges_prefer_bearer():
 def test_credentials_hide_their_secret():
     creds = Credentials("alice", "s3cret-value")
     assert "s3cret-value" not in repr(creds)
-    assert creds.basic_header() == "Basic " + base64.b64encode(b"alice:s3cret-value").decode()
+    assert (
+        creds.basic_header()
+        == "Basic " + base64.b64encode(b"alice:s3cret-value").decode()
+    )
 
 
 @pytest.fixture
@@ -101,5 +113,7 @@ def test_explicit_and_environment_win(docker_config, monkeypatch):
 
 def test_missing_helper_says_what_to_do(docker_config):
     docker_config({"credsStore": "no-such-helper-xyz"})
-    with pytest.raises(AuthenticationError, match="docker-credential-no-such-helper-xyz"):
+    with pytest.raises(
+        AuthenticationError, match="docker-credential-no-such-helper-xyz"
+    ):
         find_credentials("reg.example")

@@ -24,13 +24,27 @@ from dgetkit.manifest import (
 )
 
 D = "sha256:" + "b" * 64
-LAYER = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": D, "size": 3}
-CONFIG = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": D, "size": 2}
+LAYER = {
+    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "digest": D,
+    "size": 3,
+}
+CONFIG = {
+    "mediaType": "application/vnd.oci.image.config.v1+json",
+    "digest": D,
+    "size": 2,
+}
 IMAGE = {"schemaVersion": 2, "config": CONFIG, "layers": [LAYER]}
-ENTRY = {"mediaType": OCI_MANIFEST, "digest": D, "size": 5,
-         "platform": {"os": "linux", "architecture": "amd64"}}
+ENTRY = {
+    "mediaType": OCI_MANIFEST,
+    "digest": D,
+    "size": 5,
+    "platform": {"os": "linux", "architecture": "amd64"},
+}
 ATTESTATION = {
-    "mediaType": OCI_MANIFEST, "digest": D, "size": 5,
+    "mediaType": OCI_MANIFEST,
+    "digest": D,
+    "size": 5,
     "platform": {"os": "unknown", "architecture": "unknown"},
     "annotations": {"vnd.docker.reference.type": "attestation-manifest"},
 }
@@ -38,19 +52,36 @@ INDEX = {"schemaVersion": 2, "manifests": [ENTRY, ATTESTATION]}
 
 CASES = [
     ("oci image by header", IMAGE, OCI_MANIFEST, ImageManifest, OCI_MANIFEST),
-    ("docker image by body", {**IMAGE, "mediaType": DOCKER_MANIFEST}, "", ImageManifest,
-     DOCKER_MANIFEST),
-    ("mislabelled as json", {**IMAGE, "mediaType": DOCKER_MANIFEST}, "application/json",
-     ImageManifest, DOCKER_MANIFEST),
+    (
+        "docker image by body",
+        {**IMAGE, "mediaType": DOCKER_MANIFEST},
+        "",
+        ImageManifest,
+        DOCKER_MANIFEST,
+    ),
+    (
+        "mislabelled as json",
+        {**IMAGE, "mediaType": DOCKER_MANIFEST},
+        "application/json",
+        ImageManifest,
+        DOCKER_MANIFEST,
+    ),
     ("image by shape", IMAGE, "text/plain", ImageManifest, OCI_MANIFEST),
     ("oci index by header", INDEX, OCI_INDEX, Index, OCI_INDEX),
-    ("docker list by body", {**INDEX, "mediaType": DOCKER_LIST}, "", Index, DOCKER_LIST),
+    (
+        "docker list by body",
+        {**INDEX, "mediaType": DOCKER_LIST},
+        "",
+        Index,
+        DOCKER_LIST,
+    ),
     ("index by shape", INDEX, "", Index, OCI_INDEX),
 ]
 
 
-@pytest.mark.parametrize("name, body, content_type, kind, media_type", CASES,
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    "name, body, content_type, kind, media_type", CASES, ids=[c[0] for c in CASES]
+)
 def test_parse(name, body, content_type, kind, media_type):
     parsed = parse_manifest(json.dumps(body).encode(), content_type)
     assert isinstance(parsed, kind)
@@ -67,7 +98,10 @@ def test_index_skips_attestations():
     "body, content_type",
     [
         ({"schemaVersion": 1, "fsLayers": []}, ""),
-        ({"schemaVersion": 1}, "application/vnd.docker.distribution.manifest.v1+prettyjws"),
+        (
+            {"schemaVersion": 1},
+            "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        ),
     ],
     ids=["by-body", "by-header"],
 )
@@ -80,7 +114,15 @@ def test_unknown_and_artifact_types_are_refused():
     with pytest.raises(UnsupportedMediaType):
         parse_manifest(b'{"mediaType": "application/vnd.docker.plugin.v1+json"}', "")
     artifact = parse_manifest(
-        json.dumps({**IMAGE, "config": {**CONFIG, "mediaType": "application/vnd.cncf.helm.config.v1+json"}}).encode(),
+        json.dumps(
+            {
+                **IMAGE,
+                "config": {
+                    **CONFIG,
+                    "mediaType": "application/vnd.cncf.helm.config.v1+json",
+                },
+            }
+        ).encode(),
         OCI_MANIFEST,
     )
     with pytest.raises(UnsupportedMediaType, match="artifact"):
@@ -89,7 +131,14 @@ def test_unknown_and_artifact_types_are_refused():
 
 @pytest.mark.parametrize(
     "text",
-    ["", "sha256", "sha256:abc", "sha256:" + "G" * 64, "md5:" + "a" * 32, "sha256:" + "A" * 64],
+    [
+        "",
+        "sha256",
+        "sha256:abc",
+        "sha256:" + "G" * 64,
+        "md5:" + "a" * 32,
+        "sha256:" + "A" * 64,
+    ],
 )
 def test_bad_digests(text):
     with pytest.raises(InvalidDigest):

@@ -63,6 +63,8 @@ def test_choose(wanted, candidates, expected):
 
 
 def test_descriptor_round_trip():
-    platform = Platform.from_dict({"os": "linux", "architecture": "arm", "variant": "v7"})
+    platform = Platform.from_dict(
+        {"os": "linux", "architecture": "arm", "variant": "v7"}
+    )
     assert platform.to_dict() == {"os": "linux", "architecture": "arm", "variant": "v7"}
     assert Platform.from_dict(None) is None

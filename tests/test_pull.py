@@ -392,7 +392,9 @@ def test_pull_imports_no_pandas():
         "import sys, dgetkit.cli, dgetkit.pull; print('pandas' in sys.modules, "
         "'ipywidgets' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True
+    )
     assert out.stdout.split() == ["False", "False"]
 
 

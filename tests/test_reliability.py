@@ -14,7 +14,6 @@ import os
 import subprocess
 import tarfile
 import time
-from pathlib import Path
 
 import pytest
 
@@ -84,14 +83,26 @@ RECOVERED = [
     ("408-manifest", [(fp.status(408), fp.MANIFEST_PATH, 1)]),
     ("504-ping", [(fp.status(504), r"^/v2/$", 1)]),
     ("chunked", [(fp.chunked(), fp.BLOB_PATH, 1)]),
-    ("range-ignored", [(fp.reset_after(1_000_000), fp.BLOB_PATH, 1),
-                       (fp.ignore_range(), fp.BLOB_PATH, 1)]),
-    ("range-416", [(fp.reset_after(1_000_000), fp.BLOB_PATH, 1),
-                   (fp.range_416(), fp.BLOB_PATH, 1)]),
+    (
+        "range-ignored",
+        [
+            (fp.reset_after(1_000_000), fp.BLOB_PATH, 1),
+            (fp.ignore_range(), fp.BLOB_PATH, 1),
+        ],
+    ),
+    (
+        "range-416",
+        [
+            (fp.reset_after(1_000_000), fp.BLOB_PATH, 1),
+            (fp.range_416(), fp.BLOB_PATH, 1),
+        ],
+    ),
 ]
 
 
-@pytest.mark.parametrize("faults", [c[1] for c in RECOVERED], ids=[c[0] for c in RECOVERED])
+@pytest.mark.parametrize(
+    "faults", [c[1] for c in RECOVERED], ids=[c[0] for c in RECOVERED]
+)
 def test_recovers(fault_proxy, big_image, tmp_path, sleeps, caplog, faults):
     proxy = fault_proxy()
     for fault, path, times in faults:
@@ -124,8 +135,9 @@ def test_resume_asks_for_the_rest(fault_proxy, big_image, tmp_path, sleeps):
     [("2", 2, 2), ("http-date", 1, 4), ("9999", 60, 60)],
     ids=["seconds", "http-date", "capped"],
 )
-def test_429_honours_retry_after(fault_proxy, big_image, tmp_path, sleeps,
-                                 retry_after, low, high):
+def test_429_honours_retry_after(
+    fault_proxy, big_image, tmp_path, sleeps, retry_after, low, high
+):
     if retry_after == "http-date":
         retry_after = email.utils.formatdate(time.time() + 3, usegmt=True)
     proxy = fault_proxy()
@@ -163,24 +175,33 @@ def test_flipped_byte_is_refused_and_deleted(fault_proxy, big_image, tmp_path, s
 
 
 def test_redirect_never_carries_authorization(fault_proxy, basic_registry, tmp_path):
-    pusher = Pusher(basic_registry.url,
-                    auth=(basic_registry.username, basic_registry.password))
+    pusher = Pusher(
+        basic_registry.url, auth=(basic_registry.username, basic_registry.password)
+    )
     layers = [make_layer({"redirected": os.urandom(100_000)})]
     record = push_recorded(pusher, "redirect/app", "1", layers, make_config(layers))
     storage = fault_proxy.blob_server()
     proxy = fault_proxy(upstream=basic_registry)
     proxy.add(fp.redirect(storage), times=10)
-    dgetkit.pull(f"{proxy.host}/redirect/app:1", tmp_path / "r.tar", progress=False,
-                 cache=False, username=basic_registry.username,
-                 password=basic_registry.password)
+    dgetkit.pull(
+        f"{proxy.host}/redirect/app:1",
+        tmp_path / "r.tar",
+        progress=False,
+        cache=False,
+        username=basic_registry.username,
+        password=basic_registry.password,
+    )
     check_complete(tmp_path / "r.tar", record)
     assert storage.requests and not storage.auth_seen
     assert all(r.had_authorization for r in proxy.requests_to(r"/manifests/"))
 
 
 def test_token_expiring_mid_pull_is_renewed(token_registry, token_server, tmp_path):
-    pusher = Pusher(token_registry.url, auth=(token_registry.username,
-                    token_registry.password), verify=token_registry.ca_cert)
+    pusher = Pusher(
+        token_registry.url,
+        auth=(token_registry.username, token_registry.password),
+        verify=token_registry.ca_cert,
+    )
     layers = [make_layer({"expiring": b"token\n"}), make_layer({"two": b"2\n"})]
     push_recorded(pusher, "public/expiring", "1", layers, make_config(layers))
     token_server.expires_in = 1
@@ -189,8 +210,13 @@ def test_token_expiring_mid_pull_is_renewed(token_registry, token_server, tmp_pa
     ref = f"{token_registry.host}/public/expiring:1"
     image = dgetkit.resolve(ref, options=options)
     time.sleep(2.5)  # the token the client holds is now refused by the registry
-    dgetkit.pull(image.reference, tmp_path / "t.tar", progress=False, cache=False,
-                 options=options)
+    dgetkit.pull(
+        image.reference,
+        tmp_path / "t.tar",
+        progress=False,
+        cache=False,
+        options=options,
+    )
     assert len(token_server.token_requests("public/expiring")) >= 2
 
 
@@ -229,8 +255,11 @@ def test_interrupted_pull_continues_where_it_stopped(fault_proxy, big_image, tmp
 def small_disk(tmp_path):
     folder = tmp_path / "small"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs",
-                              str(folder)], capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+        check=False,
+        capture_output=True,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode()}")
     yield folder
@@ -250,8 +279,13 @@ def test_disk_full_leaves_nothing(fault_proxy, big_image, tmp_path, small_disk):
 def test_read_only_folder(fault_proxy, big_image, tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs",
-                       str(folder)]).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+            check=False,
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a read-only tmpfs here")
     try:
         with pytest.raises(errors.OutputError):
@@ -263,25 +297,54 @@ def test_read_only_folder(fault_proxy, big_image, tmp_path):
 # -- bad input, each a named error ---------------------------------------------------
 
 SCHEMA1 = json.dumps({"schemaVersion": 1, "name": "x", "tag": "1", "fsLayers": []})
-PLUGIN = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.plugin.v1+json"})
+PLUGIN = json.dumps(
+    {"schemaVersion": 2, "mediaType": "application/vnd.docker.plugin.v1+json"}
+)
 HUGE = b'{"schemaVersion": 2, "pad": "' + b"x" * (5 * 1024 * 1024) + b'"}'
 
 PROXIED_BAD = [
-    ("schema1", fp.status(200, {"Content-Type":
-     "application/vnd.docker.distribution.manifest.v1+prettyjws"}, SCHEMA1.encode()),
-     errors.Schema1NotSupported, "schema 1"),
-    ("plugin", fp.status(200, {"Content-Type": "application/vnd.docker.plugin.v1+json"},
-     PLUGIN.encode()), errors.UnsupportedMediaType, "not a container image"),
-    ("huge-manifest", fp.status(200, {"Content-Type":
-     "application/vnd.oci.image.manifest.v1+json"}, HUGE), errors.ContentTooLarge,
-     "larger than"),
-    ("html-page", fp.status(200, {"Content-Type": "text/html"}, b"<html>login</html>"),
-     errors.DgetkitError, "not valid JSON"),
+    (
+        "schema1",
+        fp.status(
+            200,
+            {
+                "Content-Type": "application/vnd.docker.distribution.manifest.v1+prettyjws"
+            },
+            SCHEMA1.encode(),
+        ),
+        errors.Schema1NotSupported,
+        "schema 1",
+    ),
+    (
+        "plugin",
+        fp.status(
+            200,
+            {"Content-Type": "application/vnd.docker.plugin.v1+json"},
+            PLUGIN.encode(),
+        ),
+        errors.UnsupportedMediaType,
+        "not a container image",
+    ),
+    (
+        "huge-manifest",
+        fp.status(
+            200, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}, HUGE
+        ),
+        errors.ContentTooLarge,
+        "larger than",
+    ),
+    (
+        "html-page",
+        fp.status(200, {"Content-Type": "text/html"}, b"<html>login</html>"),
+        errors.DgetkitError,
+        "not valid JSON",
+    ),
 ]
 
 
-@pytest.mark.parametrize("fault, error, words", [c[1:] for c in PROXIED_BAD],
-                         ids=[c[0] for c in PROXIED_BAD])
+@pytest.mark.parametrize(
+    "fault, error, words", [c[1:] for c in PROXIED_BAD], ids=[c[0] for c in PROXIED_BAD]
+)
 def test_bad_manifests(fault_proxy, big_image, tmp_path, fault, error, words):
     proxy = fault_proxy()
     proxy.add(fault, path=fp.MANIFEST_PATH)
@@ -294,14 +357,22 @@ def test_digest_pin_verifies_manifest_bytes(fault_proxy, big_image, tmp_path):
     proxy = fault_proxy()
     proxy.add(fp.flip(20), path=fp.MANIFEST_PATH)
     with pytest.raises(errors.DigestMismatch, match=big_image["digest"]):
-        dgetkit.pull(f"{proxy.host}/big/layer@{big_image['digest']}",
-                     tmp_path / "x.tar", progress=False, cache=False)
+        dgetkit.pull(
+            f"{proxy.host}/big/layer@{big_image['digest']}",
+            tmp_path / "x.tar",
+            progress=False,
+            cache=False,
+        )
 
 
 def test_tls_failure_suggests_ca_cert(token_registry, tmp_path):
     with pytest.raises(errors.TLSVerificationError, match="--ca-cert"):
-        dgetkit.pull(f"{token_registry.host}/public/app:1", tmp_path / "x.tar",
-                     progress=False, cache=False)
+        dgetkit.pull(
+            f"{token_registry.host}/public/app:1",
+            tmp_path / "x.tar",
+            progress=False,
+            cache=False,
+        )
 
 
 def test_unreachable_registry(tmp_path, sleeps):
@@ -313,38 +384,62 @@ def test_unreachable_registry(tmp_path, sleeps):
 # -- secrets never leak ----------------------------------------------------------------
 
 
-def test_no_secret_in_any_output(basic_registry, token_registry, token_server,
-                                 tmp_path, caplog, capsys, monkeypatch):
+def test_no_secret_in_any_output(
+    basic_registry, token_registry, token_server, tmp_path, caplog, capsys, monkeypatch
+):
     caplog.set_level(logging.DEBUG)
     secrets = [basic_registry.password, token_registry.password]
     seen: list[str] = []
-    pusher = Pusher(token_registry.url, auth=(token_registry.username,
-                    token_registry.password), verify=token_registry.ca_cert)
+    pusher = Pusher(
+        token_registry.url,
+        auth=(token_registry.username, token_registry.password),
+        verify=token_registry.ca_cert,
+    )
     layers = [make_layer({"s": b"secret\n"})]
     push_recorded(pusher, "private/secret", "1", layers, make_config(layers))
     ca = str(token_registry.ca_cert)
     with dgetkit.record() as transcript:
-        dgetkit.pull(f"{token_registry.host}/private/secret:1", tmp_path / "a.tar",
-                     progress=False, cache=False, ca_cert=ca,
-                     username=token_registry.username, password=token_registry.password)
+        dgetkit.pull(
+            f"{token_registry.host}/private/secret:1",
+            tmp_path / "a.tar",
+            progress=False,
+            cache=False,
+            ca_cert=ca,
+            username=token_registry.username,
+            password=token_registry.password,
+        )
         for password in ("wrong-password-xyz", basic_registry.password + "x"):
             secrets.append(password)
             try:
-                dgetkit.pull(f"{basic_registry.host}/none/here:1", tmp_path / "b.tar",
-                             progress=False, cache=False,
-                             username=basic_registry.username, password=password)
+                dgetkit.pull(
+                    f"{basic_registry.host}/none/here:1",
+                    tmp_path / "b.tar",
+                    progress=False,
+                    cache=False,
+                    username=basic_registry.username,
+                    password=password,
+                )
             except errors.DgetkitError as err:
                 seen += [str(err), repr(err), repr(err.__dict__)]
     client = dgetkit.registry.client_for(
         token_registry.host,
-        dgetkit.Options(ca_cert=ca, username=token_registry.username,
-                        password=token_registry.password),
+        dgetkit.Options(
+            ca_cert=ca,
+            username=token_registry.username,
+            password=token_registry.password,
+        ),
     )
     tokens = [t.value for t in client._tokens._tokens.values()]
     assert tokens, "the pull should have used a token"
     secrets += tokens
-    seen += [caplog.text, transcript.frame().to_string(), repr(transcript.exchanges),
-             *capsys.readouterr(), repr(client.options), repr(client.credentials)]
+    seen += [
+        caplog.text,
+        transcript.frame().to_string(),
+        repr(transcript.exchanges),
+        *capsys.readouterr(),
+        repr(client.options),
+        repr(client.credentials),
+    ]
     found = [s for s in secrets for text in seen if s in text]
     assert found == []
     assert "<redacted>" in transcript.frame()["authorization"].str.cat()
