@@ -9,20 +9,31 @@ from __future__ import annotations
 
 import gzip
 import io
+import zlib
+
+import zstandard
 
 from .errors import UnsupportedMediaType
 
 try:
     from isal import igzip as _igzip
     from isal import igzip_threaded as _igzip_threaded
+    from isal import isal_zlib as _isal_zlib
 except ImportError:  # pragma: no cover - isal is a declared dependency
-    _igzip = _igzip_threaded = None
+    _igzip = _igzip_threaded = _isal_zlib = None
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _OTHER_MAGIC = {b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
+
 #: The ``.tar.gz`` output level: isal's 0-3 scale, fast and still compact.
 OUTPUT_GZIP_LEVEL = 1
+#: What reading a :func:`decompressing` stream raises when the data is damaged:
+#: truncated (EOFError), a bad header or CRC (BadGzipFile), a bad deflate or zstd
+#: block. isal's error is not a ``zlib.error``, so catch this tuple instead.
+DECODE_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, zstandard.ZstdError) + (
+    (_isal_zlib.error,) if _isal_zlib is not None else ()
+)
 
 
 def sniff(head: bytes) -> str:
@@ -51,8 +62,6 @@ def decompressing(stream, kind: str):
             return _igzip.IGzipFile(fileobj=stream, mode="rb")
         return gzip.GzipFile(fileobj=stream, mode="rb")
     if kind == "zstd":
-        import zstandard
-
         reader = zstandard.ZstdDecompressor().stream_reader(
             stream, read_size=1 << 20, read_across_frames=True, closefd=False
         )

@@ -33,18 +33,24 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 
 import pandas as pd
+import zstandard
 
 from . import codec
 from .auth import parse_challenges, pick_challenge
 from .blobs import CHUNK_SIZE, BlobStream
 from .cache import Cache
-from .errors import InvalidOption, UnsupportedMediaType
+from .errors import DgetkitError, InvalidOption, UnsupportedMediaType
 from .manifest import IMAGE_TYPES, Descriptor, ImageManifest, Index, parse_manifest
 from .platform import Platform
 from .progress import Progress
-from .pull import Image, resolve, select
+from .pull import Image, pull, resolve, select
 from .reference import DOCKER_HUB, DOCKER_HUB_API, Reference
 from .registry import Options, RegistryClient, client_for
+
+try:  # isal is how codec reads gzip; its errors are not OSErrors
+    from isal.igzip_lib import IsalError as _IsalError
+except ImportError:  # pragma: no cover - isal is a declared dependency
+    _IsalError = zlib.error
 
 #: Child manifests fetched at once by ``platforms(..., sizes=True)``.
 SIZE_WORKERS = 4
@@ -119,7 +125,15 @@ _MEMBER_TYPES = {
 }
 _OPTION_NAMES = tuple(f.name for f in fields(Options))
 #: What a damaged or non-tar layer makes the decompressors and tarfile raise.
-_UNREADABLE = (tarfile.TarError, EOFError, OSError, ValueError, zlib.error)
+_UNREADABLE = (
+    tarfile.TarError,
+    EOFError,
+    OSError,
+    ValueError,
+    zlib.error,
+    zstandard.ZstdError,
+    _IsalError,
+)
 
 
 # -- connection settings and what a reference means -------------------------------
@@ -316,9 +330,10 @@ def _add_sizes(frame: pd.DataFrame, reference: Reference, options: Options):
     with ThreadPoolExecutor(max_workers=SIZE_WORKERS) as pool:
         measured = list(pool.map(measure, frame.to_dict("records")))
     frame = frame.copy()
-    frame["layers"] = pd.array([m[0] for m in measured], dtype="Int64")
-    frame["compressed_size"] = pd.array([m[1] for m in measured], dtype="Int64")
-    frame["compressed_size_human"] = frame["compressed_size"].map(human_size)
+    layer_count, size, size_human = SIZE_COLUMNS
+    frame[layer_count] = pd.array([m[0] for m in measured], dtype="Int64")
+    frame[size] = pd.array([m[1] for m in measured], dtype="Int64")
+    frame[size_human] = frame[size].map(human_size)
     return frame
 
 
@@ -732,6 +747,8 @@ def _members(client, repository: str, descriptor: Descriptor, on_bytes):
         with tarfile.open(fileobj=plain, mode="r|") as tar:
             yield from (_member_row(member) for member in tar)
         _drain(plain)
+    except DgetkitError:
+        raise
     except _UNREADABLE as err:
         _drain(stream)
         raise UnsupportedMediaType(
@@ -958,8 +975,6 @@ class RemoteImage:
         """
         if not any(k in kwargs for k in ("options", *_OPTION_NAMES)):
             kwargs["options"] = self.options
-        from .pull import pull
-
         pinned = self.reference.with_digest(self.digest)
         return pull(pinned, path, platform=None, **kwargs)
 

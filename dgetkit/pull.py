@@ -304,7 +304,7 @@ def _unpack(compressed, job: LayerJob, cache: Cache) -> Path:
         with temp, codec.decompressing(compressed, kind) as source:
             buffer = bytearray(CHUNK_SIZE)
             view = memoryview(buffer)
-            while n := source.readinto(buffer):
+            while n := _read_decompressed(source, buffer, compressed, job):
                 verifier.update(view[:n])
                 temp.write(view[:n])
         _drain(compressed)
@@ -313,6 +313,24 @@ def _unpack(compressed, job: LayerJob, cache: Cache) -> Path:
     except BaseException:
         Path(temp.name).unlink(missing_ok=True)
         raise
+
+
+def _read_decompressed(source, buffer, compressed, job: LayerJob) -> int:
+    """Decompressed bytes into ``buffer``; broken data is blamed precisely.
+
+    Corrupt bytes from the network usually break the decompressor before the
+    blob's digest can be checked, so the rest of the blob is read first: a
+    digest mismatch then says what happened; a blob that is intact but does
+    not decompress is broken in the registry.
+    """
+    try:
+        return source.readinto(buffer)
+    except codec.DECODE_ERRORS as err:
+        _drain(compressed)
+        raise IntegrityError(
+            f"layer {job.descriptor.digest} has the right digest but does not "
+            f"decompress ({err}); the image is broken in the registry"
+        ) from err
 
 
 def _verify_diff_id(verifier: Verifier, job: LayerJob) -> None:

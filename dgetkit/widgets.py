@@ -70,24 +70,7 @@ class Picker:
     # -- the widgets ---------------------------------------------------------------
 
     def _build(self, repository: str) -> None:
-        self.repository_text = w.Text(
-            value=repository,
-            description="Repository",
-            placeholder="alpine, or registry.example.com/team/app",
-            continuous_update=False,
-            style=_STYLE,
-            layout=w.Layout(width="560px"),
-        )
-        self.list_button = w.Button(description="List tags", icon="search")
-        self.tag_dropdown = w.Dropdown(description="Tag", style=_STYLE)
-        self.platform_dropdown = w.Dropdown(description="Platform", style=_STYLE)
-        self.layers_html = w.HTML()
-        self.path_text = w.Text(
-            description="Save as", style=_STYLE, layout=w.Layout(width="560px")
-        )
-        self.overwrite_checkbox = w.Checkbox(
-            description="replace an existing file", indent=False
-        )
+        self._make_inputs(repository)
         self.download_button = w.Button(
             description="Download", icon="download", button_style="primary"
         )
@@ -109,6 +92,26 @@ class Picker:
             layout=w.Layout(width=_FORM_WIDTH),
         )
         self._enable_download(False)
+
+    def _make_inputs(self, repository: str) -> None:
+        self.repository_text = w.Text(
+            value=repository,
+            description="Repository",
+            placeholder="alpine, or registry.example.com/team/app",
+            continuous_update=False,
+            style=_STYLE,
+            layout=w.Layout(width="560px"),
+        )
+        self.list_button = w.Button(description="List tags", icon="search")
+        self.tag_dropdown = w.Dropdown(description="Tag", style=_STYLE)
+        self.platform_dropdown = w.Dropdown(description="Platform", style=_STYLE)
+        self.layers_html = w.HTML()
+        self.path_text = w.Text(
+            description="Save as", style=_STYLE, layout=w.Layout(width="560px")
+        )
+        self.overwrite_checkbox = w.Checkbox(
+            description="replace an existing file", indent=False
+        )
 
     def _connect(self) -> None:
         self.list_button.on_click(lambda _: self.load(self.repository_text.value))
@@ -220,7 +223,8 @@ class Picker:
     def _pull(self, target: Path) -> PullResult:
         if target.parent == self.output_dir:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.progress_output.clear_output()
+        if _in_kernel():
+            self.progress_output.clear_output()
         with self.progress_output:
             return pull(
                 self.reference,
@@ -296,6 +300,15 @@ class Picker:
         return f"{stem}_{self.platform.replace('/', '-')}.tar"
 
 
+def _in_kernel() -> bool:
+    """True inside Jupyter; outside it an Output widget would print escapes."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return getattr(get_ipython(), "kernel", None) is not None
+
+
 def _parse_repository(text: str) -> tuple[Reference, str | None]:
     """The repository typed, and the tag typed with it (if any)."""
     reference = Reference.parse(text)
@@ -320,16 +333,34 @@ def _default_platform(names: list[str]) -> str | None:
 
 def _layers_table(layers) -> str:
     """The preview: a small HTML table of sizes and the commands that made them."""
-    shown = layers[["layer", "size_human", "created", "created_by"]].copy()
-    shown["created"] = shown["created"].dt.strftime("%Y-%m-%d").fillna("")
-    shown["created_by"] = shown["created_by"].fillna("").map(_shorten)
-    shown.columns = ["layer", "size", "created", "made by"]
+    created = layers["created"].dt.strftime("%Y-%m-%d").fillna("")
+    rows = [
+        _row("th", "layer", "size", "created", "made by")
+        + "".join(
+            _row("td", str(row.layer), row.size_human, day, _shorten(row.created_by))
+            for row, day in zip(layers.itertuples(), created)
+        )
+    ]
     total = frames.human_size(int(layers["size"].sum()))
-    table = shown.to_html(index=False, escape=True, border=0, classes="dgetkit-layers")
-    return f"{table}<div>{len(layers)} layers, {total} to download</div>"
+    return (
+        f"<table class='dgetkit-layers'>{''.join(rows)}</table>"
+        f"<div>{len(layers)} layers, {total} to download</div>"
+    )
 
 
-def _shorten(command: str) -> str:
+def _row(tag: str, *cells: str) -> str:
+    """One table row; numbers right-aligned, text left, with room between."""
+    styled = []
+    for number, cell in enumerate(cells):
+        align = "right" if number < 2 else "left"
+        style = f"text-align:{align};padding:1px 14px 1px 0"
+        styled.append(f"<{tag} style='{style}'>{html.escape(cell)}</{tag}>")
+    return f"<tr>{''.join(styled)}</tr>"
+
+
+def _shorten(command) -> str:
+    if not isinstance(command, str):  # None or NaN: no history step for it
+        return ""
     command = " ".join(str(command).split())
     if len(command) <= COMMAND_WIDTH:
         return command

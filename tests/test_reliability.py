@@ -458,3 +458,19 @@ def test_concurrent_pulls_download_each_blob_once(fault_proxy, big_image, tmp_pa
         check_complete(out, big_image)
     layers = sum(layer.size for layer in big_image["layers"])
     assert proxy.blob_bytes(big_image["layer_digests"]) == layers
+
+
+def test_flipped_byte_in_compressible_layer(registry, fault_proxy, tmp_path):
+    """Corruption that breaks the decompressor is still reported by digest."""
+    text = b"".join(b"line %d of a compressible layer\n" % n for n in range(80_000))
+    layers = [make_layer({"text": text})]
+    record = push_recorded(
+        Pusher(registry.url), "zip/text", "1", layers, make_config(layers)
+    )
+    proxy = fault_proxy()
+    proxy.add(fp.flip(1000), path=f"/blobs/{record['layer_digests'][0]}$", times=10)
+    with pytest.raises(errors.DigestMismatch, match=record["layer_digests"][0]):
+        dgetkit.pull(
+            f"{proxy.host}/zip/text:1", tmp_path / "z.tar", progress=False, cache=False
+        )
+    assert not (tmp_path / "z.tar").exists()
