@@ -142,6 +142,7 @@ def write_archive(
 
 
 def _publish(temp: str, path: Path, overwrite: bool) -> None:
+    os.chmod(temp, 0o666 & ~_umask())  # mkstemp made it private
     if overwrite:
         os.replace(temp, path)
         return
@@ -151,6 +152,12 @@ def _publish(temp: str, path: Path, overwrite: bool) -> None:
         raise OutputError(f"{path} appeared while writing; not replaced") from err
     finally:
         Path(temp).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _write(tar: TarWriter, images: list[ArchiveImage], oci_layout: bool) -> None:

@@ -84,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _connection_arguments(pull)
 
+    for name, help_text, metavar in (
+        ("platforms", "list the platforms of an image index", "REF"),
+        ("layers", "list the layers of an image, with the step that made each", "REF"),
+        ("history", "list every history step of an image", "REF"),
+        ("tags", "list the tags of a repository", "REPOSITORY"),
+    ):
+        look = commands.add_parser(name, help=help_text)
+        look.add_argument("reference", metavar=metavar)
+        if name in ("layers", "history"):
+            look.add_argument("--platform", metavar="OS/ARCH[/VARIANT]")
+        _connection_arguments(look)
+
     cache = commands.add_parser("cache", help="show or prune the blob cache")
     cache.add_argument(
         "action", choices=["list", "prune", "path"], nargs="?", default="list"
@@ -100,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="dgetkit: %(message)s")
+        logging.getLogger("urllib3").setLevel(logging.ERROR)  # we log each retry
     try:
         return _run(args, parser)
     except KeyboardInterrupt:
@@ -124,7 +137,31 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args, parser) -> int:
     if args.command == "pull":
         return _pull(args, parser)
-    return _cache_command(args)
+    if args.command == "cache":
+        return _cache_command(args)
+    return _look(args)
+
+
+def _look(args) -> int:
+    """``platforms``, ``layers``, ``history``, ``tags``: a table on stdout."""
+    from . import frames
+
+    function = getattr(frames, args.command)
+    kwargs = {"options": _options(args)}
+    if getattr(args, "platform", None):
+        kwargs["platform"] = args.platform
+    table = function(args.reference, **kwargs)
+    columns = _COLUMNS[args.command]
+    print(table[[c for c in columns if c in table.columns]].to_string(index=False))
+    return 0
+
+
+_COLUMNS = {
+    "platforms": ["platform", "attestation", "digest", "size"],
+    "layers": ["layer", "digest", "compression", "size_human", "created_by"],
+    "history": ["step", "created", "empty_layer", "created_by"],
+    "tags": ["tag"],
+}
 
 
 def _options(args):
@@ -135,6 +172,8 @@ def _options(args):
         if not args.username:
             raise _usage("--password-stdin needs --username")
         password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise _usage("--password-stdin found no password on standard input")
     return Options(
         username=args.username,
         password=password,
@@ -154,6 +193,8 @@ def _pull(args, parser) -> int:
     from .pull import DEFAULT_JOBS, pull
 
     if args.from_file:
+        if args.references:
+            raise _usage("give image references or --from-file FILE, not both")
         return _pull_many(args)
     if not args.references:
         parser.error("give at least one image reference, or --from-file FILE")
@@ -162,7 +203,7 @@ def _pull(args, parser) -> int:
         args.output,
         platform=args.platform,
         progress=not args.no_progress,
-        jobs=args.jobs or DEFAULT_JOBS,
+        jobs=DEFAULT_JOBS if args.jobs is None else args.jobs,
         compressed_layers=args.compressed_layers,
         oci_layout=args.oci_layout,
         overwrite=args.force,
@@ -176,16 +217,19 @@ def _pull(args, parser) -> int:
 
 
 def _pull_many(args) -> int:
+    from .archive import is_gzip_name
     from .export import export_many, read_reference_file
     from .pull import DEFAULT_JOBS
 
+    if args.output and is_gzip_name(args.output) or str(args.output).endswith(".tar"):
+        raise _usage("with --from-file, -o names a folder for the archives")
     table = read_reference_file(args.from_file)
     results = export_many(
         table,
         args.output or ".",
         platform=args.platform,
         progress=not args.no_progress,
-        jobs=args.jobs or DEFAULT_JOBS,
+        jobs=DEFAULT_JOBS if args.jobs is None else args.jobs,
         compressed_layers=args.compressed_layers,
         oci_layout=args.oci_layout,
         overwrite=args.force,
@@ -212,6 +256,8 @@ def _cache_command(args) -> int:
     if args.action == "path":
         print(cache.root)
     elif args.action == "prune":
+        if args.older_than is not None and args.older_than < 0:
+            raise _usage("--older-than needs a number of days, 0 or more")
         older = args.older_than * 86400 if args.older_than is not None else None
         freed = cache.prune(older_than=older)
         print(f"freed {_size(freed)} from {cache.root}")

@@ -141,5 +141,9 @@ class DiskFull(OutputError):
     """The disk filled up while writing; nothing was left at the output path."""
 
 
+class InvalidArchive(DgetkitError, ValueError):
+    """A file that is not a readable docker-save or OCI archive."""
+
+
 class UnsafeArchiveMember(DgetkitError):
     """A layer member that would be written outside the target folder."""

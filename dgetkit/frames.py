@@ -772,7 +772,7 @@ def _member_row(member: tarfile.TarInfo) -> dict:
         "path": path,
         "type": _MEMBER_TYPES.get(member.type, "other"),
         "size": member.size,
-        "mode": f"{member.mode:04o}",
+        "mode": f"{member.mode & 0o7777:04o}",
         "uid": member.uid,
         "gid": member.gid,
         "mtime": member.mtime,

@@ -30,7 +30,7 @@ import pandas as pd
 
 from . import codec
 from .digest import Digest
-from .errors import DgetkitError
+from .errors import DgetkitError, InvalidArchive
 from .manifest import ImageConfig, ImageManifest, Index, parse_manifest
 
 #: JSON members larger than this are not read (configs are kilobytes).
@@ -200,13 +200,21 @@ class _Members:
 
 def _scan(path: Path) -> _Members:
     members = _Members()
-    with (
-        open(path, "rb") as raw,
-        _decompressed(raw, path) as stream,
-        tarfile.open(fileobj=stream, mode="r|") as tar,
-    ):
-        for info in tar:
-            _keep(members, info, tar)
+    try:
+        with (
+            open(path, "rb") as raw,
+            _decompressed(raw, path) as stream,
+            tarfile.open(fileobj=stream, mode="r|") as tar,
+        ):
+            for info in tar:
+                _keep(members, info, tar)
+    except FileNotFoundError as err:
+        raise InvalidArchive(f"{path} does not exist") from err
+    except (tarfile.TarError, EOFError, *codec.DECODE_ERRORS) as err:
+        raise InvalidArchive(
+            f"{path} is not a tar archive ({err}); give a file written by "
+            "docker save, podman save, skopeo or dgetkit"
+        ) from err
     return members
 
 

@@ -25,6 +25,7 @@ _ARCH_ALIASES = {
     "armv7l": "arm",
     "armv6l": "arm",
 }
+_OS_NAMES = {"linux", "windows", "darwin", "macos", "freebsd", "netbsd", "openbsd"}
 _ALIAS_VARIANTS = {"armhf": "v7", "armel": "v6", "armv7l": "v7", "armv6l": "v6"}
 
 
@@ -55,6 +56,11 @@ class Platform:
                 "e.g. linux/amd64 or linux/arm/v7"
             )
         if len(parts) == 1:
+            if parts[0].lower() in _OS_NAMES:
+                raise InvalidPlatform(
+                    f"{text!r} names only an operating system: add the "
+                    f"architecture, e.g. {parts[0].lower()}/amd64"
+                )
             parts = ["linux", *parts]
         return cls(*parts).normalized()
 

@@ -539,6 +539,7 @@ def _references(references) -> list[Reference]:
     if isinstance(references, (str, Reference)):
         references = [references]
     refs = [r if isinstance(r, Reference) else Reference.parse(r) for r in references]
+    refs = list(dict.fromkeys(refs))  # the same image twice is stored once
     if not refs:
         raise InvalidOption("give at least one image reference to pull")
     return refs

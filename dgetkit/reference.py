@@ -128,6 +128,11 @@ def _explain(text: str, err: Exception) -> str:
     """Turn the grammar library's terse message into one that says what to fix."""
     detail = str(err) or type(err).__name__
     hints = []
+    if "://" in text:
+        hints.append(
+            "leave out the scheme (http:// or https://); loopback registries use "
+            "plain HTTP anyway, others with --insecure"
+        )
     if any(c.isupper() for c in text.split("@")[0].split(":")[0].rsplit("/", 1)[-1]):
         hints.append("repository names must be lower case")
     if "@" in text:

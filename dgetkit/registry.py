@@ -19,7 +19,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError, NameResolutionError
+from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError
 from urllib3.util.retry import Retry
 
 from . import transcript
@@ -123,7 +123,7 @@ class RetryPolicy(Retry):
     """urllib3's retry, with one INFO line per retry and a replaceable sleep."""
 
     def increment(self, method=None, url=None, response=None, error=None, **kw):
-        if isinstance(error, NameResolutionError):  # a typo, not a blip: fail now
+        if _is_final(error):  # a typo or nothing listening: no point waiting
             raise MaxRetryError(kw.get("_pool"), url, error)
         new = super().increment(method, url, response, error, **kw)
         why = f"status {response.status}" if response is not None else repr(error)
@@ -147,6 +147,16 @@ class RetryPolicy(Retry):
         except Exception:  # noqa: BLE001 - urllib3 raises its own for dates
             parsed = email.utils.parsedate_to_datetime(retry_after)
             return max(0.0, parsed.timestamp() - time.time())
+
+
+def _is_final(error) -> bool:
+    """Errors that another try will not change: no such host, connection refused."""
+    if isinstance(error, NameResolutionError):
+        return True
+    reason = getattr(error, "__context__", None) or getattr(error, "reason", None)
+    return isinstance(error, NewConnectionError) and isinstance(
+        reason, ConnectionRefusedError
+    )
 
 
 def retry_policy(retries: int) -> RetryPolicy:
@@ -338,9 +348,14 @@ class RegistryClient:
             requests.exceptions.ConnectionError,
             requests.exceptions.Timeout,
         ) as err:
+            reason = _reason(err)
+            hint = (
+                "nothing listens there: is the registry running, and the port right?"
+                if "refused" in reason.lower()
+                else "check the host name, the network and any proxy settings"
+            )
             raise RegistryUnreachable(
-                f"cannot reach {urlsplit(url).netloc} ({_reason(err)}); check the "
-                "host name, the network and any proxy settings"
+                f"cannot reach {urlsplit(url).netloc} ({reason}); {hint}"
             ) from err
 
     # -- authenticated requests ----------------------------------------------------
@@ -393,7 +408,7 @@ class RegistryClient:
             raw, headers = self._read_small(
                 f"/v2/{repository}/manifests/{identifier}",
                 repository,
-                f"manifest {repository}:{identifier}",
+                f"manifest {_name(repository, identifier)}",
                 headers={"Accept": ", ".join(MANIFEST_ACCEPT)},
             )
         except ManifestNotFound as err:
@@ -452,7 +467,7 @@ class RegistryClient:
             repository,
             headers={"Accept": ", ".join(MANIFEST_ACCEPT)},
         )
-        self.check(response, f"manifest {repository}:{identifier}")
+        self.check(response, f"manifest {_name(repository, identifier)}")
         return response.headers
 
     def get_blob(self, repository: str, descriptor) -> bytes:
@@ -521,6 +536,12 @@ class RegistryClient:
         return found
 
 
+def _name(repository: str, identifier: str) -> str:
+    """``repo:tag`` or ``repo@sha256:...``, as users write them."""
+    separator = "@" if ":" in identifier else ":"
+    return f"{repository}{separator}{identifier}"
+
+
 def _merge_scopes(scopes: tuple[str, ...], extra: str) -> tuple[str, ...]:
     """Our scopes plus those a challenge asks for (space-separated)."""
     merged = list(scopes)
@@ -583,10 +604,12 @@ def registry_error(response, what: str, credentials=None) -> RegistryError:
             return BlobNotFound(
                 f"{what} is missing from the registry{detail}", **kwargs
             )
-        return ManifestNotFound(
-            f"{what} was not found{detail}; check the tag (dgetkit.tags lists them)",
-            **kwargs,
+        hint = (
+            "check the digest"
+            if "@" in what
+            else "check the tag ('dgetkit tags REPOSITORY' lists them)"
         )
+        return ManifestNotFound(f"{what} was not found{detail}; {hint}", **kwargs)
     if status == 429:
         return RateLimited(
             f"the registry kept refusing {what} with 429 Too Many Requests{detail}; "

@@ -242,3 +242,16 @@ def test_not_a_tar_at_all(tmp_path):
     path.write_bytes(gzip.compress(b"hello"))
     with pytest.raises((DgetkitError, tarfile.TarError)):
         inspect_archive(path)
+
+
+@pytest.mark.parametrize(
+    "content", [None, b"not a tar at all" * 100], ids=["missing", "garbage"]
+)
+def test_not_an_archive_is_a_named_error(tmp_path, content):
+    from dgetkit.errors import InvalidArchive
+
+    path = tmp_path / "file.tar"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InvalidArchive, match=str(path)):
+        dgetkit.inspect_archive(path)

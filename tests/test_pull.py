@@ -409,3 +409,76 @@ def test_member_bytes_roundtrip(tmp_path):
         link.type, link.linkname = tarfile.SYMTYPE, "../a/layer.tar"
         tar.addfile(link)
     assert member_bytes(path, "b/layer.tar") == b"abc"
+
+
+LOOKS = [
+    (["platforms", "HOST/multi/oci:1"], ["linux/arm/v6", "True"]),
+    (["layers", "HOST/history/empty:1"], ["COPY first /", "COPY second /"]),
+    (["history", "HOST/history/empty:1"], ["ENV GREETING=hello", "True"]),
+    (["tags", "HOST/tags/many"], ["t00", "t24"]),
+]
+
+
+@pytest.mark.parametrize("argv, words", LOOKS, ids=[c[0][0] for c in LOOKS])
+def test_cli_looks_before_pulling(registry, images, capsys, argv, words):
+    argv = [a.replace("HOST", registry.host) for a in argv]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert all(w in out for w in words)
+
+
+MORE_CLI_ERRORS = [
+    (["pull", "--from-file", "refs.txt", "HOST/multi/oci:1"], "not both"),
+    (["pull", "--from-file", "refs.txt", "-o", "x.tar"], "names a folder"),
+    (
+        ["pull", "HOST/multi/oci:1", "--username", "u", "--password-stdin"],
+        "no password",
+    ),
+    (["pull", "HOST/multi/oci:1", "--platform", "linux"], "only an operating system"),
+    (["pull", "http://HOST/multi/oci:1"], "leave out the scheme"),
+    (["pull", "HOST/multi/oci:1", "--jobs", "0"], "jobs"),
+    (["cache", "prune", "--older-than", "-1"], "0 or more"),
+]
+
+
+@pytest.mark.parametrize(
+    "argv, words", MORE_CLI_ERRORS, ids=[c[1] for c in MORE_CLI_ERRORS]
+)
+def test_cli_refuses_bad_usage(
+    registry, images, capsys, tmp_path, monkeypatch, argv, words
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    (tmp_path / "refs.txt").write_text(f"{registry.host}/multi/oci:1\n")
+    argv = [a.replace("HOST", registry.host) for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+def test_archive_is_readable_by_others_and_refs_are_deduplicated(
+    registry, images, tmp_path
+):
+    import stat
+
+    path = tmp_path / "both.tar"
+    reference = f"{registry.host}/single/oci-gzip:1"
+    result = pull_quietly([reference, reference], path, cache=False)
+    assert len(result.images) == 1
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_umask()
+
+
+def _umask():
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_refused_connection_is_not_retried(tmp_path, monkeypatch):
+    waited = []
+    monkeypatch.setattr("dgetkit.registry.sleep", waited.append)
+    with pytest.raises(dgetkit.errors.RegistryUnreachable, match="is the registry"):
+        pull_quietly("127.0.0.1:9/x/y:1", tmp_path / "x.tar")
+    assert waited == []
