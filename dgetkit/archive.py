@@ -19,11 +19,19 @@ layout (``oci-layout``, ``index.json``, ``blobs/sha256/...`` holding the
 original manifest, config and layers) with a ``manifest.json`` pointing into
 ``blobs/``, so loaders of either kind read it.
 
-It knows nothing of HTTP: it takes model objects and files on disk.
+It knows nothing of HTTP: it takes model objects and files on disk. A layer's
+file may still be downloading (a future): the writer waits for it when it gets
+there, so writing overlaps with the downloads of later layers. A compressed
+blob stored as an uncompressed ``layer.tar`` is decompressed on the way in, in
+one pass (decompress, check the diff_id, write; each on its own thread), into
+a member whose header is reserved and filled in once the size is known. With
+a ``tail`` the writer does not wait for the download: it follows the part file
+as it grows (and starts the member again should the download start over).
 """
 
 from __future__ import annotations
 
+import collections
 import errno
 import hashlib
 import io
@@ -31,13 +39,14 @@ import json
 import os
 import tarfile
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from . import codec
-from .digest import Digest
-from .errors import DiskFull, OutputError
+from .digest import Digest, Verifier
+from .errors import DiskFull, IntegrityError, OutputError
 from .manifest import ImageConfig, ImageManifest
 from .reference import Reference
 
@@ -52,14 +61,31 @@ _COPY_CHUNK = 1 << 20
 class ArchiveLayer:
     """One layer to store: its descriptor, diff_id and the file that holds it.
 
-    ``kind`` says what the file holds: ``none`` (an uncompressed tar) or the
-    compression of a blob stored as the registry sent it (``gzip``, ``zstd``).
+    ``kind`` says how to store it: ``none`` (an uncompressed tar), or ``None``
+    for the file as it is (a blob as the registry sent it). A compressed file
+    stored as ``none`` is decompressed on the way in and its content checked
+    against ``diff_id`` (skipped when ``checked`` already says it matches; the
+    writer sets ``checked`` once it has seen it match). ``path`` may be a
+    future of the path, for a download still running.
     """
 
     descriptor: object
     diff_id: Digest
-    path: Path
-    kind: str = "none"
+    path: Path | Future
+    kind: str | None = "none"
+    checked: bool = False
+    #: Reads the file while it downloads: ``tail.open()`` gives a readable or None.
+    tail: object = None
+
+    def file(self) -> tuple[Path, str]:
+        """The file (waiting for its download) and the compression it holds."""
+        path = self.path.result() if isinstance(self.path, Future) else self.path
+        with open(path, "rb") as handle:
+            return Path(path), codec.sniff(handle.read(8))
+
+
+class LayerRestarted(Exception):
+    """A ``tail`` reader's download started over; the writer begins the layer anew."""
 
 
 @dataclass
@@ -178,6 +204,7 @@ class LegacyLayout:
         self.tar = tar
         self.stored: dict[Digest, str] = {}  # diff_id -> member holding it
         self.folders: set[str] = set()
+        self.names: dict[str, str] = {}  # layer id -> its layer file member
         self.configs: set[str] = set()
 
     def write(self, images: list[ArchiveImage]) -> None:
@@ -210,25 +237,36 @@ class LegacyLayout:
         last = len(image.layers) - 1
         for index, layer in enumerate(image.layers):
             layer_id = v1_id(parent, layer.descriptor.digest)
-            name = f"{layer_id}/layer{codec.extension(layer.kind)}"
             if layer_id not in self.folders:
                 self.folders.add(layer_id)
                 meta = _v1_json(layer_id, parent, image.config, top=index == last)
                 self.tar.add_dir(layer_id, mtime)
                 self.tar.add_bytes(f"{layer_id}/VERSION", b"1.0", mtime)
                 self.tar.add_bytes(f"{layer_id}/json", meta, mtime)
-                self._layer_file(name, layer, mtime)
-            paths.append(name)
+                self.names[layer_id] = self._layer_file(layer_id, layer, mtime)
+            paths.append(self.names[layer_id])
             parent = layer_id
         return paths, parent
 
-    def _layer_file(self, name: str, layer: ArchiveLayer, mtime: int) -> None:
+    def _layer_file(self, layer_id: str, layer: ArchiveLayer, mtime: int) -> str:
+        name = f"{layer_id}/layer.tar"
+        if layer.diff_id not in self.stored and _follow(self.tar, name, layer, mtime):
+            self.stored[layer.diff_id] = name
+            return name
+        path, found = layer.file()
+        kind = found if layer.kind is None else layer.kind
+        name = f"{layer_id}/layer{codec.extension(kind)}"
         first = self.stored.get(layer.diff_id)
         if first is not None:
             self.tar.add_symlink(name, f"../{first}", mtime)
-            return
-        self.tar.add_file(name, layer.path, mtime)
-        self.stored[layer.diff_id] = name
+        elif kind == found:
+            self.tar.add_file(name, path, mtime)
+        else:
+            with open(path, "rb") as blob:
+                source = io.BufferedReader(blob, _COPY_CHUNK)
+                _add_unpacked(self.tar, name, layer, (source, found), mtime)
+        self.stored.setdefault(layer.diff_id, name)
+        return name
 
 
 class OciLayout:
@@ -245,7 +283,7 @@ class OciLayout:
         for image in images:
             mtime = _timestamp(image.config.created)
             layers = [
-                self._blob(layer.descriptor.digest, layer.path, mtime)
+                self._blob(layer.descriptor.digest, layer.file()[0], mtime)
                 for layer in image.layers
             ]
             config = self._bytes(image.config.digest, image.config.raw, mtime)
@@ -333,6 +371,112 @@ def _timestamp(created: str) -> int:
         return 0
 
 
+def _follow(tar, name: str, layer: ArchiveLayer, mtime: int) -> bool:
+    """Unpack a layer from its download as it arrives; False if that cannot be."""
+    if layer.kind != "none" or layer.tail is None or layer.path.done():
+        return False
+    reader = layer.tail.open()
+    if reader is None:
+        return False
+    at = tar.offset
+    with io.BufferedReader(reader, _COPY_CHUNK) as source:
+        try:
+            kind = codec.sniff(source.peek(8)[:8])
+            if kind == "none":
+                return False
+            _add_unpacked(tar, name, layer, (source, kind), mtime)
+        except (LayerRestarted, IntegrityError):
+            # The download started over, or bytes not verified yet broke the
+            # decompressor: begin again from the finished, verified blob.
+            tar.rewind(at)
+            return False
+    layer.file()  # the download's own outcome
+    return True
+
+
+def _add_unpacked(tar, name: str, layer: ArchiveLayer, source, mtime: int) -> None:
+    """Store a compressed stream decompressed, checking its diff_id on the way."""
+    stream, kind = source
+    if layer.kind != "none":
+        raise OutputError(f"cannot store a {kind} file as {layer.kind}")
+    what = f"uncompressed layer {layer.descriptor.digest}"
+    verifier = Verifier(layer.diff_id, None, what)
+    check = None if layer.checked else verifier.update
+    with codec.decompressing(stream, kind) as plain:
+        tar.add_stream(name, _Decoded(plain, what), mtime, check)
+    if check is not None:
+        verifier.verify()
+        layer.checked = True
+
+
+class _Decoded:
+    """Reads of a decompressing stream; damaged data becomes an IntegrityError."""
+
+    def __init__(self, stream, what: str):
+        self.stream = stream
+        self.what = what
+
+    def read(self, size: int) -> bytes:
+        try:
+            return self.stream.read(size)
+        except codec.DECODE_ERRORS as err:
+            raise IntegrityError(
+                f"{self.what} does not decompress ({err}); its digest matched, so "
+                "the image is broken in the registry: ask its publisher"
+            ) from err
+
+
+def _sized(header: bytes, size: int) -> bytes:
+    """``header`` (ending in a ustar block) with ``size`` and its checksum set.
+
+    Sizes from 8 GiB use the base-256 form that GNU tar, Go's archive/tar
+    (docker, podman) and Python's tarfile all read.
+    """
+    block = bytearray(header[-_BLOCK:])
+    if size < 8**11:
+        block[124:136] = b"%011o\0" % size
+    else:
+        block[124:136] = bytes([0x80]) + size.to_bytes(11, "big")
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return header[:-_BLOCK] + bytes(block)
+
+
+class _Stages:
+    """Hands each chunk to ``write`` and to ``check`` on threads of their own.
+
+    The caller decompresses; hashing and writing (both release the GIL) run
+    beside it, each in order, with at most ``depth`` chunks in flight.
+    """
+
+    def __init__(self, write, check=None, depth: int = 4):
+        self.steps = [step for step in (write, check) if step is not None]
+        self.pools = [ThreadPoolExecutor(1, "dgetkit-archive") for _ in self.steps]
+        self.pending = collections.deque()
+        self.depth = depth
+
+    def feed(self, chunk: bytes) -> None:
+        futures = [
+            pool.submit(step, chunk) for pool, step in zip(self.pools, self.steps)
+        ]
+        self.pending.append(futures)
+        while len(self.pending) > self.depth:
+            for future in self.pending.popleft():
+                future.result()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        try:
+            while self.pending and error is None:
+                for future in self.pending.popleft():
+                    future.result()
+        finally:
+            for pool in self.pools:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
 class TarWriter:
     """A minimal streaming tar writer: PAX headers, clean relative names.
 
@@ -390,6 +534,34 @@ class TarWriter:
         if copied != size:
             raise OutputError(f"{path} changed while it was being archived")
         self._pad()
+
+    def add_stream(self, name: str, source, mtime: int, check=None) -> int:
+        """A member of unknown size: its header is reserved, then filled in.
+
+        ``source`` has ``read(n)``; ``check`` is given every chunk. The output
+        must be a plain file, so the header can be written back.
+        """
+        if self._fd is None:
+            raise OutputError(f"{name} can only be streamed into a plain .tar file")
+        info = tarfile.TarInfo(name)
+        info.mode, info.mtime = 0o644, mtime
+        info.uname = info.gname = ""
+        header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        at, size = self.offset, 0
+        self._put(header)
+        with _Stages(self._put, check) as stages:
+            while chunk := source.read(_COPY_CHUNK):
+                stages.feed(chunk)
+                size += len(chunk)
+        os.pwrite(self._fd, _sized(header, size), at)
+        self._pad()
+        return size
+
+    def rewind(self, offset: int) -> None:
+        """Drop everything written from ``offset`` on (a plain file only)."""
+        os.ftruncate(self._fd, offset)
+        self.stream.seek(offset)
+        self.offset = offset
 
     def _copy(self, source, size: int) -> int:
         if self._fd is not None and hasattr(os, "copy_file_range"):

@@ -7,6 +7,7 @@ trusted by its name. Layout under the cache folder::
     blobs/sha256/<hex>          registry blobs exactly as downloaded
     blobs/sha256/<hex>.part     a download in progress (resumed next time)
     layers/sha256/<hex>         uncompressed layer tars, named by diff_id
+    diff_ids/sha256/<hex>       the diff_id the blob <hex> was seen to unpack to
 
 The folder is ``$DGETKIT_CACHE``, else ``$XDG_CACHE_HOME/dgetkit``, else
 ``~/.cache/dgetkit`` (``%LOCALAPPDATA%\\dgetkit`` on Windows).
@@ -115,6 +116,27 @@ class Cache:
                 os.replace(temp.name, final)
         return final
 
+    def diff_id_path(self, digest: Digest) -> Path:
+        return self.root / "diff_ids" / digest.algorithm / digest.hex
+
+    def note_diff_id(self, digest: Digest, diff_id: Digest) -> None:
+        """Record that the blob ``digest`` was seen to decompress to ``diff_id``."""
+        path = self.diff_id_path(digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(handle, "w") as note:
+            note.write(str(diff_id))
+        os.replace(temp, path)
+
+    def known_diff_id(self, digest: Digest) -> Digest | None:
+        """The diff_id the cached blob ``digest`` decompresses to, if seen before."""
+        if not self.has_blob(digest):
+            return None
+        try:
+            return Digest.parse(self.diff_id_path(digest).read_text())
+        except (OSError, ValueError):
+            return None
+
     def entries(self) -> list[dict]:
         """One dict per file: kind, digest, size, modified, path."""
         rows = []
@@ -152,6 +174,9 @@ class Cache:
                 continue
             Path(row["path"]).unlink(missing_ok=True)
             freed += row["size"]
+        for note in (self.root / "diff_ids").glob("*/*"):
+            if not (self.root / "blobs" / note.parent.name / note.name).exists():
+                note.unlink(missing_ok=True)
         return freed
 
 

@@ -1,20 +1,24 @@
 """Pulling: resolve a reference to one image, fetch its blobs, write the archive.
 
 This is the small piece that joins the source (:mod:`dgetkit.registry`) to the
-sink (:mod:`dgetkit.archive`). Layers are fetched in parallel threads; each
-byte is read from the socket once, hashed, decompressed, hashed again and
-written to the cache, and the archive is assembled from the cache.
+sink (:mod:`dgetkit.archive`). Layers are fetched in parallel threads into the
+cache (each byte read from the socket once and hashed), while the archive is
+written beside them, layer by layer as each arrives. For a plain ``.tar`` the
+writer decompresses each blob straight into the archive, checking its diff_id
+on the way; for a ``.tar.gz`` the layers are unpacked into the cache first,
+since a compressed archive cannot have a member's size filled in afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
 import tempfile
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +26,10 @@ from . import codec
 from .archive import (
     ArchiveImage,
     ArchiveLayer,
+    LayerRestarted,
     check_output,
     default_name,
+    is_gzip_name,
     write_archive,
 )
 from .blobs import CHUNK_SIZE, BlobStream, Cancelled, RestartBlob
@@ -169,6 +175,10 @@ class LayerJob:
     descriptor: object
     diff_id: Digest
     decompress: bool
+    #: Keep a compressed blob as sent: the archive writer unpacks it on the way in.
+    unpack_later: bool = False
+    #: Lets the archive writer follow the download (with ``unpack_later``).
+    tail: BlobTail | None = None
 
 
 def fetch_layer(job: LayerJob, cache: Cache, progress: Progress, cancel=None) -> Path:
@@ -201,9 +211,11 @@ def _cache_error(err: OSError, cache: Cache) -> DgetkitError:
 
 def _fetch_once(job: LayerJob, cache: Cache, progress: Progress, cancel) -> Path:
     digest, size = job.descriptor.digest, job.descriptor.size
-    if job.decompress and cache.has_layer(job.diff_id):
+    if (job.decompress or job.unpack_later) and cache.has_layer(job.diff_id):
         progress.update(size)
         return cache.layer_path(job.diff_id)
+    if job.unpack_later:
+        return _plain_as_layer(job, cache, _fetch_blob(job, cache, progress, cancel))
     if cache.has_blob(digest):
         progress.update(size)
         if not job.decompress:
@@ -217,6 +229,22 @@ def _fetch_once(job: LayerJob, cache: Cache, progress: Progress, cancel) -> Path
     return _download(job, cache, progress, cancel)
 
 
+def _fetch_blob(job: LayerJob, cache: Cache, progress: Progress, cancel) -> Path:
+    if cache.has_blob(job.descriptor.digest):
+        progress.update(job.descriptor.size)
+        return cache.blob_path(job.descriptor.digest)
+    return _download(job, cache, progress, cancel)
+
+
+def _plain_as_layer(job: LayerJob, cache: Cache, blob: Path) -> Path:
+    """An uncompressed blob is its own layer; a compressed one waits for the writer."""
+    with open(blob, "rb") as handle:
+        if codec.sniff(handle.read(8)) != "none":
+            return blob
+    _check_plain(job)
+    return cache.link_layer(blob, job.diff_id)
+
+
 def _download(job: LayerJob, cache: Cache, progress: Progress, cancel) -> Path:
     digest = job.descriptor.digest
     bar = progress.layer(f"layer {digest.hex[:12]}", job.descriptor.size)
@@ -224,12 +252,18 @@ def _download(job: LayerJob, cache: Cache, progress: Progress, cancel) -> Path:
     def on_bytes(n: int) -> None:
         progress.update(n)
         bar.update(n)
+        if job.tail is not None:
+            part.flush()
+            job.tail.grew(n)
 
     part, _ = cache.open_part(digest)
     if part is None:  # another pull finished this blob while we waited
         bar.close()
         return _fetch_once(job, cache, progress, cancel)
     # The part file stays locked until it is published or deleted.
+    if job.tail is not None:
+        job.tail.started(cache.part_path(digest))
+    blob = None
     try:
         with part:
             stream = BlobStream(
@@ -251,9 +285,87 @@ def _download(job: LayerJob, cache: Cache, progress: Progress, cancel) -> Path:
             blob = cache.commit_part(digest)
     finally:
         bar.close()
+        if job.tail is not None:
+            job.tail.ended(blob is not None)
     if job.decompress and layer is None:
         return cache.link_layer(blob, job.diff_id)
     return layer or blob
+
+
+class BlobTail:
+    """A blob the archive writer reads while it downloads, from the part file.
+
+    The fetching thread reports each chunk that reached the part file and how
+    its attempt ended. A reader from :meth:`open` waits for bytes, ends once
+    the blob is complete and verified, and raises
+    :class:`~dgetkit.archive.LayerRestarted` if the attempt failed.
+    """
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self._path: Path | None = None
+        self._size = 0
+        self._attempt = 0
+        self._ok: bool | None = None  # None while the attempt runs
+
+    def started(self, path: Path) -> None:
+        with self._changed:
+            self._path, self._size, self._ok = path, 0, None
+            self._attempt += 1
+            self._changed.notify_all()
+
+    def grew(self, count: int) -> None:
+        with self._changed:
+            self._size += count
+            self._changed.notify_all()
+
+    def ended(self, ok: bool) -> None:
+        with self._changed:
+            self._ok = ok
+            self._changed.notify_all()
+
+    def open(self) -> _TailReader | None:
+        """A reader of the running download, or None when none runs."""
+        with self._changed:
+            if self._path is None or self._ok is not None:
+                return None
+            try:  # the reader owns the handle and closes it
+                handle = open(self._path, "rb", buffering=0)  # noqa: SIM115
+            except FileNotFoundError:
+                return None
+            return _TailReader(self, handle, self._attempt)
+
+    def readable(self, position: int, attempt: int) -> int:
+        """Bytes there are from ``position``, waiting for some; 0 at the end."""
+        with self._changed:
+            while True:
+                if self._attempt != attempt or self._ok is False:
+                    raise LayerRestarted("the download started over")
+                if self._size > position or self._ok:
+                    return self._size - position
+                self._changed.wait()
+
+
+class _TailReader(io.RawIOBase):
+    def __init__(self, tail: BlobTail, handle, attempt: int):
+        super().__init__()
+        self.tail, self.handle, self.attempt = tail, handle, attempt
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = self.tail.readable(self.position, self.attempt)
+        if count == 0:
+            return 0
+        got = self.handle.readinto(memoryview(buffer)[:count])
+        self.position += got
+        return got
+
+    def close(self) -> None:
+        self.handle.close()
+        super().close()
 
 
 def _consume(stream: BlobStream, job: LayerJob, cache: Cache) -> Path | None:
@@ -374,33 +486,59 @@ def _unique_layers(images: list[Image]):
 
 def fetch_all(jobs: list[LayerJob], cache: Cache, progress: Progress, workers: int):
     """Run ``jobs`` on ``workers`` threads; the first failure cancels the rest."""
-    cancel = threading.Event()
-    results: dict[Digest, Path] = {}
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dgetkit")
-    futures = {
-        pool.submit(fetch_layer, job, cache, progress, cancel): job for job in jobs
-    }
-    try:
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [f for f in done if f.exception() is not None]
-        if failed:
-            cancel.set()
-            wait(pending)
-            raise _first_real(failed)
-        for future, job in futures.items():
-            results[job.descriptor.digest] = future.result()
-    except BaseException:
-        cancel.set()
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    return results
+    with Fetcher(jobs, cache, progress, workers) as fetcher:
+        return fetcher.results()
 
 
-def _first_real(failed) -> BaseException:
-    errors = [f.exception() for f in failed]
-    real = [e for e in errors if not isinstance(e, Cancelled)]
-    return (real or errors)[0]
+class Fetcher:
+    """Layers fetched on worker threads while the caller goes on.
+
+    ``files`` maps each blob digest to a future of its file, so an archive
+    writer can start on the first layer while later ones still download. The
+    first failure cancels the other downloads. Leaving the ``with`` block waits
+    for the threads; an error that is only that cancellation is replaced by
+    the failure that caused it.
+    """
+
+    def __init__(self, jobs: list[LayerJob], cache: Cache, progress, workers: int):
+        self.cancel = threading.Event()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="dgetkit")
+        self.files: dict[Digest, Future] = {}
+        for job in jobs:
+            future = self._pool.submit(fetch_layer, job, cache, progress, self.cancel)
+            future.add_done_callback(self._on_done)
+            self.files[job.descriptor.digest] = future
+
+    def _on_done(self, future: Future) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            self.cancel.set()
+
+    def results(self) -> dict[Digest, Path]:
+        """Every layer's file once all are fetched, or the first real failure."""
+        wait(self.files.values(), return_when=FIRST_EXCEPTION)
+        if self.failure() is not None:
+            self.cancel.set()
+            wait(self.files.values())
+            raise self.failure()
+        return {digest: future.result() for digest, future in self.files.items()}
+
+    def failure(self) -> BaseException | None:
+        """The first failure that is not a mere cancellation, if any."""
+        done = [f for f in self.files.values() if f.done() and not f.cancelled()]
+        errors = [f.exception() for f in done if f.exception() is not None]
+        real = [e for e in errors if not isinstance(e, Cancelled)]
+        return (real or errors or [None])[0]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        if error is not None:
+            self.cancel.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        failure = self.failure() if isinstance(error, Cancelled) else None
+        if failure is not None and failure is not error:
+            raise failure from None
 
 
 # -- pull --------------------------------------------------------------------------
@@ -510,22 +648,25 @@ def pull(
     images = [resolve(ref, platform=platform, options=options) for ref in refs]
     decompress = not (compressed_layers or oci_layout)
     with open_cache(cache) as store:
-        files = fetch_layers(
-            images,
-            store,
-            decompress=decompress,
-            progress=progress,
-            jobs=jobs,
-            description=f"pull {refs[0]}",
-        )
-        archive_images = [_archive_image(image, files, decompress) for image in images]
-        write_archive(
-            path,
-            archive_images,
-            oci_layout=oci_layout,
-            overwrite=overwrite,
-            threads=max(1, min(jobs, os.cpu_count() or 1)),
-        )
+        unique = layer_jobs(images, decompress, unpack_later=not is_gzip_name(path))
+        total = sum(job.descriptor.size for job in unique.values())
+        bar = Progress(progress, total, f"pull {refs[0]}")
+        try:
+            with Fetcher(list(unique.values()), store, bar, jobs) as fetcher:
+                archive_images = [
+                    _archive_image(image, fetcher.files, decompress, store, unique)
+                    for image in images
+                ]
+                write_archive(
+                    path,
+                    archive_images,
+                    oci_layout=oci_layout,
+                    overwrite=overwrite,
+                    threads=max(1, min(jobs, os.cpu_count() or 1)),
+                )
+        finally:
+            bar.close()
+        _note_diff_ids(archive_images, store)
     return PullResult(
         path=path,
         bytes=path.stat().st_size,
@@ -580,7 +721,10 @@ def open_cache(cache):
     return _KeptCache(Cache(None if cache in (None, True) else cache))
 
 
-def layer_jobs(images: list[Image], decompress: bool) -> dict[Digest, LayerJob]:
+def layer_jobs(
+    images: list[Image], decompress: bool, *, unpack_later: bool = False
+) -> dict[Digest, LayerJob]:
+    """One job per distinct layer; ``unpack_later`` leaves unpacking to the writer."""
     unique: dict[Digest, LayerJob] = {}
     for image in images:
         pairs = zip(image.manifest.layers, image.config.diff_ids)
@@ -592,24 +736,37 @@ def layer_jobs(images: list[Image], decompress: bool) -> dict[Digest, LayerJob]:
                     image.reference.repository,
                     descriptor,
                     diff_id,
-                    decompress,
+                    decompress and not unpack_later,
+                    decompress and unpack_later,
+                    BlobTail() if decompress and unpack_later else None,
                 ),
             )
     return unique
 
 
-def _archive_image(image: Image, files: dict, decompress: bool) -> ArchiveImage:
+def _archive_image(
+    image: Image, files: dict, decompress: bool, cache: Cache, jobs: dict
+) -> ArchiveImage:
     layers = []
     for descriptor, diff_id in zip(image.manifest.layers, image.config.diff_ids):
+        kind = "none" if decompress else None
+        checked = cache.known_diff_id(descriptor.digest) == diff_id
         path = files[descriptor.digest]
-        kind = "none" if decompress else _sniff_file(path)
-        layers.append(ArchiveLayer(descriptor, diff_id, path, kind))
+        tail = jobs[descriptor.digest].tail
+        layers.append(ArchiveLayer(descriptor, diff_id, path, kind, checked, tail))
     return ArchiveImage(image.reference, image.manifest, image.config, layers)
 
 
-def _sniff_file(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return codec.sniff(handle.read(8))
+def _note_diff_ids(images: list[ArchiveImage], cache: Cache) -> None:
+    """Remember which blobs unpack to which diff_id: a re-pull skips the check.
+
+    Only a shortcut for later pulls, so a note that cannot be written is skipped.
+    """
+    for image in images:
+        for layer in image.layers:
+            if layer.checked:
+                with contextlib.suppress(OSError):
+                    cache.note_diff_id(layer.descriptor.digest, layer.diff_id)
 
 
 def _summary(image: Image) -> PulledImage:

@@ -465,7 +465,7 @@ def test_cache_frame_lists_what_a_pull_left(registry, images, tmp_path):
 
     dgetkit.pull(
         ref(registry, "single/oci-zstd:1"),
-        tmp_path / "a.tar",
+        tmp_path / "a.tar.gz",  # a .tar.gz keeps uncompressed layers in the cache
         cache=tmp_path / "cache",
         progress=False,
     )
