@@ -52,7 +52,7 @@ _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 class _Row:
     """One image to export and, as the steps run, what became of it."""
 
-    number: int
+    label: str
     reference: str
     platform: str | None
     name: str | None
@@ -179,22 +179,30 @@ def _rows(table, platform) -> list[_Row]:
     default = str(platform) if platform else None
     records = _records(table)
     rows = []
-    for number, record in enumerate(records):
+    for label, record in zip(_labels(table, len(records)), records):
         reference = _text(record.get("reference"))
         if reference is None:
             raise InvalidOption(
-                f"row {number} of the table has no 'reference'; give one image "
+                f"{label} of the table has no 'reference'; give one image "
                 "reference per row, e.g. 'alpine:3.20'"
             )
         rows.append(
             _Row(
-                number,
+                label,
                 reference,
                 _text(record.get("platform")) or default,
                 _text(record.get("name")),
             )
         )
     return rows
+
+
+def _labels(table, count: int) -> list[str]:
+    """How messages name each row: by the frame's index (a file's line numbers)."""
+    if isinstance(table, pd.DataFrame):
+        word = table.index.name or "row"
+        return [f"{word} {value}" for value in table.index]
+    return [f"row {n}" for n in range(1, count + 1)]
 
 
 def _records(table) -> list[dict]:
@@ -240,12 +248,12 @@ def _assign_paths(rows: list[_Row], folder: Path, overwrite: bool) -> None:
         if path in taken:
             row.fail(
                 InvalidOption(
-                    f"row {row.number} would write {path.name}, as row "
-                    f"{taken[path]} does; give it another 'name'"
+                    f"{row.label} would write {path.name}, as {taken[path]} "
+                    "does; give it another 'name'"
                 )
             )
             continue
-        taken[path] = row.number
+        taken[path] = row.label
         row.path = path
 
 
@@ -367,12 +375,14 @@ def read_reference_file(path: str | os.PathLike) -> pd.DataFrame:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise InvalidOption(f"cannot read the reference file {path}: {err}") from err
-    rows = []
+    rows, lines = [], []
     for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split("#", 1)[0].split()
         if fields:
             rows.append(_parse_line(fields, path, number))
-    return pd.DataFrame(rows, columns=["reference", "platform", "name"])
+            lines.append(number)
+    index = pd.Index(lines, name="line")
+    return pd.DataFrame(rows, columns=["reference", "platform", "name"], index=index)
 
 
 def _parse_line(fields: list[str], path: Path, number: int) -> dict:

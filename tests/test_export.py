@@ -172,7 +172,7 @@ def test_two_rows_wanting_one_file_name(registry, images, tmp_path):
     ]
     results = quiet(table, tmp_path, cache=False)
     assert results.error[0] is None
-    assert "row 0" in results.error[1] and "another 'name'" in results.error[1]
+    assert "row 1" in results.error[1] and "another 'name'" in results.error[1]
 
 
 # (id, table, error words)
@@ -260,3 +260,13 @@ def test_cli_from_file(registry, images, tmp_path, capsys, loader_dir):
     assert "FAILED" in captured.err and "no/such" in captured.err
     assert "1 of 2 exported" in captured.out
     assert podman_load(out / "dup.tar", loader_dir) == [f"{registry.host}/dup/layer:1"]
+
+
+def test_file_rows_are_named_by_line(registry, images, tmp_path):
+    listing = tmp_path / "refs.txt"
+    listing.write_text(
+        f"# two rows want one file\n\n{registry.host}/dup/layer:1 same.tar\n"
+        f"{registry.host}/a/b/c/deep:1 same.tar\n"
+    )
+    results = quiet(read_reference_file(listing), tmp_path / "out", cache=False)
+    assert "line 3" in results.error[1]
