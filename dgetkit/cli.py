@@ -45,7 +45,7 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dgetkit",
-        description="Pull container images into docker-save archives, no daemon needed.",
+        description="Pull container images into docker-save archives, no daemon.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument(

@@ -126,7 +126,7 @@ def extract(
 
     Examples
     --------
-    >>> done = extract("alpine:3.20", "rootfs", platform="linux/arm64")  # doctest: +SKIP
+    >>> done = extract("alpine:3.20", "root", platform="linux/arm64")  # doctest: +SKIP
     >>> (done.folder / "etc/alpine-release").read_text()  # doctest: +SKIP
     """
     started = time.monotonic()

@@ -631,7 +631,7 @@ def pull(
 
     Examples
     --------
-    >>> result = pull("alpine:3.20", "alpine.tar", platform="linux/arm64")  # doctest: +SKIP
+    >>> result = pull("alpine:3.20", "a.tar", platform="linux/arm64")  # doctest: +SKIP
     >>> result.path, result.digest  # doctest: +SKIP
     """
     started = time.monotonic()

@@ -92,7 +92,7 @@ class Reference:
 
     @property
     def familiar_repository(self) -> str:
-        """The repository as ``docker images`` shows it (``alpine``, ``ghcr.io/o/r``)."""
+        """The repository as ``docker images`` shows it: ``alpine``, ``ghcr.io/o/r``."""
         if self.is_docker_hub:
             return self.repository.removeprefix("library/")
         return self.name
