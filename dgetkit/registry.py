@@ -373,7 +373,7 @@ class RegistryClient:
         headers = dict(kwargs.pop("headers", None) or {})
         for attempt in (1, 2):
             if self._challenge is not None:
-                headers["Authorization"] = self._tokens.header(self._challenge, scopes)
+                headers["Authorization"] = self._authorization(scopes)
             response = self._send(method, url, headers=headers, **kwargs)
             if response.status_code != 401 or attempt == 2:
                 return response
@@ -389,10 +389,19 @@ class RegistryClient:
             self._challenge = challenge
         return response
 
+    def _authorization(self, scopes: tuple[str, ...]) -> str:
+        try:
+            return self._tokens.header(self._challenge, scopes)
+        except AuthenticationError:
+            forget_client(self)  # a 'docker login' now is seen by the next call
+            raise
+
     def check(self, response, what: str):
         """Raise the matching :class:`RegistryError` for an error answer."""
         if response.status_code < 400:
             return response
+        if response.status_code in (401, 403):
+            forget_client(self)
         raise registry_error(response, what, self.credentials)
 
     # -- the endpoints -------------------------------------------------------------
@@ -732,3 +741,10 @@ def _new_client(registry: str, options: Options):
     if not options.mirrors:
         return hub
     return MirroredClient([mirror_client(m, options) for m in options.mirrors] + [hub])
+
+
+def forget_client(client) -> None:
+    """Drop ``client`` from the shared ones, so credentials are looked up anew."""
+    with _clients_lock:
+        for key in [k for k, v in _clients.items() if v is client]:
+            del _clients[key]

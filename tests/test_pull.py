@@ -482,3 +482,23 @@ def test_refused_connection_is_not_retried(tmp_path, monkeypatch):
     with pytest.raises(dgetkit.errors.RegistryUnreachable, match="is the registry"):
         pull_quietly("127.0.0.1:9/x/y:1", tmp_path / "x.tar")
     assert waited == []
+
+
+def test_login_after_a_refusal_is_seen(token_registry, token_images, tmp_path):
+    import base64
+    import os
+
+    name = f"{token_registry.host}/private/app:1"
+    options = dgetkit.Options(ca_cert=str(token_registry.ca_cert))
+    with pytest.raises(AuthenticationError):
+        dgetkit.resolve(name, options=options)
+    pair = f"{token_registry.username}:{token_registry.password}".encode()
+    folder = os.environ["DOCKER_CONFIG"]
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w") as config:
+        json.dump(
+            {"auths": {token_registry.host: {"auth": base64.b64encode(pair).decode()}}},
+            config,
+        )
+    image = dgetkit.resolve(name, options=options)  # the same options, a new login
+    assert str(image.config.digest) == token_images["private/app"]["config_digest"]
