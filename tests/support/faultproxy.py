@@ -20,6 +20,7 @@ import os
 import re
 import socket
 import struct
+import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -193,6 +194,11 @@ class _Server(ThreadingHTTPServer):
         with self.lock:
             self.open_sockets.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:
+        """Clients that hang up mid-answer are what the faults are for: stay quiet."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
     def cut_connections(self) -> None:
         with self.lock:
