@@ -30,9 +30,6 @@ class NullProgress:
     def close(self):
         pass
 
-    def set_description(self, *args, **kwargs):
-        pass
-
 
 class Progress:
     """An overall bar in bytes, plus one bar per layer while it downloads."""

@@ -85,10 +85,6 @@ def record():
             _active.remove(transcript)
 
 
-def recording() -> bool:
-    return bool(_active)
-
-
 def add(response) -> None:
     """Record a ``requests`` response; each hop of a redirect is its own row."""
     if not _active:
