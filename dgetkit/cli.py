@@ -174,6 +174,12 @@ def _options(args):
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
             raise _usage("--password-stdin found no password on standard input")
+    if args.insecure:  # asked for: no warning on every request
+        import warnings
+
+        from urllib3.exceptions import InsecureRequestWarning
+
+        warnings.filterwarnings("ignore", category=InsecureRequestWarning)
     return Options(
         username=args.username,
         password=password,

@@ -502,3 +502,14 @@ def test_login_after_a_refusal_is_seen(token_registry, token_images, tmp_path):
         )
     image = dgetkit.resolve(name, options=options)  # the same options, a new login
     assert str(image.config.digest) == token_images["private/app"]["config_digest"]
+
+
+def test_insecure_skips_verification_quietly(token_registry, token_images, tmp_path):
+    import warnings
+
+    argv = ["pull", f"{token_registry.host}/public/app:1", "--insecure"]
+    argv += ["--no-progress", "--no-cache", "-o", str(tmp_path / "i.tar")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cli.main(argv) == 0
+    assert [w for w in caught if "Unverified HTTPS" in str(w.message)] == []
