@@ -105,8 +105,7 @@ class BlobStream(io.RawIOBase):
 
     def drain(self) -> None:
         """Read to the end, so the digest covers every byte of the blob."""
-        while self.readinto(bytearray(CHUNK_SIZE)):
-            pass
+        drain(self)
 
     # -- the chunk generator -------------------------------------------------------
 
@@ -231,6 +230,12 @@ class BlobStream(io.RawIOBase):
             except (RegistryError, RegistryUnreachable) as err:
                 error = err
         raise error
+
+
+def drain(stream) -> None:
+    """Read ``stream`` to its end; a :class:`BlobStream` then checks its digest."""
+    while stream.read(CHUNK_SIZE):
+        pass
 
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")

@@ -32,6 +32,7 @@ from .progress import Progress
 from .pull import DEFAULT_JOBS, fetch_layer, layer_jobs, open_cache, pull, resolve
 from .reference import Reference
 from .registry import Options
+from .registry import connection as connection_options
 
 #: Archives written at once: writing is disk-bound, two keep the disk busy.
 DEFAULT_ARCHIVES = 2
@@ -136,11 +137,7 @@ def export_many(
     """
     if jobs < 1 or archives < 1:
         raise InvalidOption("jobs and archives must be at least 1")
-    if options is not None and connection:
-        raise InvalidOption(
-            "give connection settings as options= or as keywords, not both"
-        )
-    options = options or Options(**connection)
+    options = connection_options(options, **connection)
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     rows = _rows(table, platform)

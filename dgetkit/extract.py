@@ -40,10 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import codec
-from .errors import DgetkitError, InvalidOption, OutputError, UnsafeArchiveMember
+from .errors import DgetkitError, OutputError, UnsafeArchiveMember
 from .platform import Platform
 from .pull import DEFAULT_JOBS, fetch_layers, open_cache, resolve
 from .registry import Options
+from .registry import connection as connection_options
 
 log = logging.getLogger("dgetkit")
 
@@ -130,14 +131,9 @@ def extract(
     >>> (done.folder / "etc/alpine-release").read_text()  # doctest: +SKIP
     """
     started = time.monotonic()
-    if options is not None and connection:
-        raise InvalidOption(
-            "give connection settings as options= or as keywords, not both"
-        )
     folder = _check_folder(Path(folder).expanduser())
-    image = resolve(
-        reference, platform=platform, options=options or Options(**connection)
-    )
+    options = connection_options(options, **connection)
+    image = resolve(reference, platform=platform, options=options)
     with open_cache(cache) as store:
         layers = _fetch_layers(image, store, progress, jobs)
         applied = _apply_all(layers, folder)

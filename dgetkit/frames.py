@@ -27,30 +27,22 @@ import html
 import io
 import json
 import tarfile
-import zlib
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
 
 import pandas as pd
-import zstandard
 
 from . import codec
 from .auth import parse_challenges, pick_challenge
-from .blobs import CHUNK_SIZE, BlobStream
+from .blobs import CHUNK_SIZE, BlobStream, drain
 from .cache import Cache
 from .errors import DgetkitError, InvalidOption, UnsupportedMediaType
-from .manifest import IMAGE_TYPES, Descriptor, ImageManifest, Index, parse_manifest
+from .manifest import IMAGE_TYPES, Descriptor, ImageManifest, Index
 from .platform import Platform
 from .progress import Progress
-from .pull import Image, pull, resolve, select
+from .pull import Image, fetch_manifest, pull, resolve, select
 from .reference import DOCKER_HUB, DOCKER_HUB_API, Reference
-from .registry import Options, RegistryClient, client_for
-
-try:  # isal is how codec reads gzip; its errors are not OSErrors
-    from isal.igzip_lib import IsalError as _IsalError
-except ImportError:  # pragma: no cover - isal is a declared dependency
-    _IsalError = zlib.error
+from .registry import OPTION_NAMES, Options, RegistryClient, client_for, connection
 
 #: Child manifests fetched at once by ``platforms(..., sizes=True)``.
 SIZE_WORKERS = 4
@@ -123,51 +115,11 @@ _MEMBER_TYPES = {
     tarfile.BLKTYPE: "block",
     tarfile.FIFOTYPE: "fifo",
 }
-_OPTION_NAMES = tuple(f.name for f in fields(Options))
 #: What a damaged or non-tar layer makes the decompressors and tarfile raise.
-_UNREADABLE = (
-    tarfile.TarError,
-    EOFError,
-    OSError,
-    ValueError,
-    zlib.error,
-    zstandard.ZstdError,
-    _IsalError,
-)
+_UNREADABLE = (tarfile.TarError, OSError, ValueError, *codec.DECODE_ERRORS)
 
 
 # -- connection settings and what a reference means -------------------------------
-
-
-def connection(options: Options | None = None, **settings) -> Options:
-    """The :class:`~dgetkit.registry.Options` for keyword connection settings.
-
-    Parameters
-    ----------
-    options : Options, optional
-        Ready-made options; then no other settings may be given.
-    **settings
-        ``username``, ``password``, ``insecure``, ``ca_cert``, ``mirrors``,
-        ``timeout``, ``retries``: the fields of :class:`Options`.
-
-    Examples
-    --------
-    >>> connection(insecure=True).insecure
-    True
-    """
-    if options is not None and settings:
-        raise InvalidOption(
-            "give connection settings as options= or as keywords, not both"
-        )
-    if options is not None:
-        return options
-    unknown = sorted(set(settings) - set(_OPTION_NAMES))
-    if unknown:
-        raise InvalidOption(
-            f"unknown connection setting {', '.join(unknown)}; the settings are "
-            f"{', '.join(_OPTION_NAMES)}"
-        )
-    return Options(**settings)
 
 
 def _reference(ref) -> Reference:
@@ -273,16 +225,11 @@ def _top_manifest(ref, options: Options):
         return (image.index or image.manifest), image.platform
     reference = _reference(ref)
     client = client_for(reference.registry, options)
-    top = _fetch(client, reference.repository, reference.identifier)
+    top = fetch_manifest(client, reference.repository, reference.identifier)
     if isinstance(top, Index):
         return top, None
     raw = client.get_blob(reference.repository, top.config)
     return top, Platform.from_dict(json.loads(raw)) or Platform("", "")
-
-
-def _fetch(client, repository: str, identifier: str):
-    raw, content_type, digest = client.get_manifest(repository, identifier)
-    return parse_manifest(raw, content_type, digest)
 
 
 def _platform_fields(platform: Platform | None) -> dict:
@@ -324,7 +271,7 @@ def _add_sizes(frame: pd.DataFrame, reference: Reference, options: Options):
     def measure(row) -> tuple:
         if row["media_type"] not in IMAGE_TYPES:
             return pd.NA, pd.NA
-        child = _fetch(client, reference.repository, row["digest"])
+        child = fetch_manifest(client, reference.repository, row["digest"])
         return len(child.layers), sum(d.size for d in child.layers)
 
     with ThreadPoolExecutor(max_workers=SIZE_WORKERS) as pool:
@@ -746,21 +693,16 @@ def _members(client, repository: str, descriptor: Descriptor, on_bytes):
         plain = codec.decompressing(buffered, kind)
         with tarfile.open(fileobj=plain, mode="r|") as tar:
             yield from (_member_row(member) for member in tar)
-        _drain(plain)
+        drain(plain)
     except DgetkitError:
         raise
     except _UNREADABLE as err:
-        _drain(stream)
+        drain(stream)
         raise UnsupportedMediaType(
             f"layer {descriptor.digest} ({descriptor.media_type}) arrived intact "
             f"but is not a tar archive dgetkit can read: {err}"
         ) from err
-    _drain(buffered)
-
-
-def _drain(stream) -> None:
-    while stream.read(CHUNK_SIZE):
-        pass
+    drain(buffered)
 
 
 def _member_row(member: tarfile.TarInfo) -> dict:
@@ -892,10 +834,10 @@ def manifest(ref, *, platform=None, options=None, **settings):
     """
     reference = _reference(ref)
     client = client_for(reference.registry, _options_of(ref, options, settings))
-    found = _fetch(client, reference.repository, reference.identifier)
+    found = fetch_manifest(client, reference.repository, reference.identifier)
     if platform is not None and isinstance(found, Index):
         entry = select(found, Platform.parse(str(platform)), reference)
-        found = _fetch(client, reference.repository, str(entry.digest))
+        found = fetch_manifest(client, reference.repository, str(entry.digest))
     return found
 
 
@@ -973,7 +915,7 @@ class RemoteImage:
         Keywords are those of :func:`dgetkit.pull`; connection settings
         default to the ones this handle was made with.
         """
-        if not any(k in kwargs for k in ("options", *_OPTION_NAMES)):
+        if not any(k in kwargs for k in ("options", *OPTION_NAMES)):
             kwargs["options"] = self.options
         pinned = self.reference.with_digest(self.digest)
         return pull(pinned, path, platform=None, **kwargs)

@@ -32,7 +32,7 @@ from .archive import (
     is_gzip_name,
     write_archive,
 )
-from .blobs import CHUNK_SIZE, BlobStream, Cancelled, RestartBlob
+from .blobs import CHUNK_SIZE, BlobStream, Cancelled, RestartBlob, drain
 from .cache import Cache
 from .digest import Digest, Verifier
 from .errors import (
@@ -55,6 +55,7 @@ from .platform import Platform, choose
 from .progress import Progress
 from .reference import Reference
 from .registry import Options, client_for
+from .registry import connection as connection_options
 
 #: Layers fetched at once: enough to hide network waits, few enough for 2 cores.
 DEFAULT_JOBS = 4
@@ -103,14 +104,14 @@ def resolve(
     ref = reference if isinstance(reference, Reference) else Reference.parse(reference)
     wanted = _platform(platform)
     client = client_for(ref.registry, options)
-    parsed = _fetch_manifest(client, ref.repository, ref.identifier)
+    parsed = fetch_manifest(client, ref.repository, ref.identifier)
     index = None
     for _ in range(_MAX_INDEX_DEPTH):
         if not isinstance(parsed, Index):
             break
         index = parsed
         chosen = select(index, wanted or Platform.host(), ref)
-        parsed = _fetch_manifest(client, ref.repository, str(chosen.digest))
+        parsed = fetch_manifest(client, ref.repository, str(chosen.digest))
     if isinstance(parsed, Index):
         raise DgetkitError(f"{ref} nests indexes too deeply to choose an image")
     check_config_media_type(parsed.config)
@@ -134,7 +135,8 @@ def _platform(platform) -> Platform | None:
     return Platform.parse(platform)
 
 
-def _fetch_manifest(client, repository: str, identifier: str):
+def fetch_manifest(client, repository: str, identifier: str):
+    """Fetch and parse one manifest or index."""
     raw, content_type, digest = client.get_manifest(repository, identifier)
     return parse_manifest(raw, content_type, digest)
 
@@ -376,7 +378,7 @@ def _consume(stream: BlobStream, job: LayerJob, cache: Cache) -> Path | None:
     buffered = io.BufferedReader(stream, CHUNK_SIZE)
     if codec.sniff(buffered.peek(8)[:8]) == "none":
         _check_plain(job)
-        _drain(buffered)
+        drain(buffered)
         return None
     return _unpack(buffered, job, cache)
 
@@ -391,11 +393,6 @@ def _check_plain(job: LayerJob) -> None:
             expected=str(job.diff_id),
             got=str(job.descriptor.digest),
         )
-
-
-def _drain(stream) -> None:
-    while stream.read(CHUNK_SIZE):
-        pass
 
 
 def _unpack(compressed, job: LayerJob, cache: Cache) -> Path:
@@ -419,7 +416,7 @@ def _unpack(compressed, job: LayerJob, cache: Cache) -> Path:
             while n := _read_decompressed(source, buffer, compressed, job):
                 verifier.update(view[:n])
                 temp.write(view[:n])
-        _drain(compressed)
+        drain(compressed)
         _verify_diff_id(verifier, job)
         return cache.commit_layer(temp.name, job.diff_id)
     except BaseException:
@@ -438,7 +435,7 @@ def _read_decompressed(source, buffer, compressed, job: LayerJob) -> int:
     try:
         return source.readinto(buffer)
     except codec.DECODE_ERRORS as err:
-        _drain(compressed)
+        drain(compressed)
         raise IntegrityError(
             f"layer {job.descriptor.digest} has the right digest but does not "
             f"decompress ({err}); the image is broken in the registry"
@@ -638,11 +635,7 @@ def pull(
     refs = _references(references)
     if jobs < 1:
         raise InvalidOption("jobs must be at least 1")
-    if options is not None and connection:
-        raise InvalidOption(
-            "give connection settings as options= or as keywords, not both"
-        )
-    options = options or Options(**connection)
+    options = connection_options(options, **connection)
     path = Path(path) if path else Path(default_name(refs[0]))
     check_output(path, overwrite=overwrite)
     images = [resolve(ref, platform=platform, options=options) for ref in refs]

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -117,6 +117,40 @@ class Options:
             )
         if self.retries < 0:
             raise InvalidOption("retries must be 0 or more")
+
+
+OPTION_NAMES = tuple(f.name for f in fields(Options))
+
+
+def connection(options: Options | None = None, **settings) -> Options:
+    """The :class:`Options` for keyword connection settings.
+
+    Parameters
+    ----------
+    options : Options, optional
+        Ready-made options; then no other settings may be given.
+    **settings
+        ``username``, ``password``, ``insecure``, ``ca_cert``, ``mirrors``,
+        ``timeout``, ``retries``: the fields of :class:`Options`.
+
+    Examples
+    --------
+    >>> connection(insecure=True).insecure
+    True
+    """
+    if options is not None and settings:
+        raise InvalidOption(
+            "give connection settings as options= or as keywords, not both"
+        )
+    if options is not None:
+        return options
+    unknown = sorted(set(settings) - set(OPTION_NAMES))
+    if unknown:
+        raise InvalidOption(
+            f"unknown connection setting {', '.join(unknown)}; the settings are "
+            f"{', '.join(OPTION_NAMES)}"
+        )
+    return Options(**settings)
 
 
 class RetryPolicy(Retry):
